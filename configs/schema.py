@@ -87,6 +87,11 @@ class CLIPConfig:
     resize_align_corners: bool = True       # kornia.geometry.resize(..., align_corners=True) (ENC:626-632)
     resize_antialias: bool = True
     bicubic_a: float = -0.75                # PyTorch's bicubic coefficient
+    # Text-tower leftovers that the official checkpoint still holds (only `transformer` is deleted, ENC:600).
+    # Unused at inference: the loader skips them by name; the random checkpoint writer reproduces them.
+    text_vocab_size: int = 49408
+    text_context_length: int = 77
+    text_width: int = 1024
 
     @property
     def mlp_width(self) -> int:

@@ -1,0 +1,4 @@
+"""SV3D as MindSpore Cells (VideoUNet, VAE encoder/decoder, OpenCLIP image tower) and official-checkpoint loading.
+
+Submodules import MindSpore; `models.keys` and `models.random_checkpoint` do not.
+"""

@@ -1,0 +1,252 @@
+"""Load official-layout SV3D checkpoints (sv3d_u.safetensors / sv3d_p.safetensors) into our Cells.
+
+The map from official names to Cell parameters is explicit: each used component has an official prefix
+(models/keys.py) and its Cell's parameter names are the official names with that prefix removed. The one shape
+difference is the temporal (3,1,1) convolution, which our UNet runs as a (3,1) Conv2d (MINDSPORE_NOTES.md: the
+Conv3d padding trap), so its (Co, Ci, 3, 1, 1) weights are stored as (Co, Ci, 3, 1).
+
+The file is validated from its header alone (size, names, shapes, dtypes) before any tensor is read, so a wrong
+file or a config/checkpoint mismatch fails fast with the full list of what differs. Tensors that inference never
+reads (OpenCLIP text leftovers, the conditioner VAE's decoder and post_quant_conv, EMA copies...) are skipped by
+name, on purpose.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from configs import SV3DConfig
+from .keys import IGNORED_PREFIXES, USED_COMPONENTS, component_keys, official_keys, unused_keys
+
+SUPPORTED_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
+_MAX_HEADER = 100 * 1024 * 1024        # safetensors' own limit on the JSON header
+
+
+class CheckpointError(ValueError):
+    """The checkpoint file is missing, unreadable, not safetensors, truncated, or does not fit the config."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: Tuple[int, ...]
+    start: int          # byte offsets into the data section
+    end: int
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    path: Path
+    tensors: Dict[str, TensorInfo]
+    data_offset: int    # file offset of the data section
+
+    @property
+    def shapes(self) -> Dict[str, Tuple[int, ...]]:
+        return {k: t.shape for k, t in self.tensors.items()}
+
+    def dtypes(self) -> List[str]:
+        return sorted({t.dtype for t in self.tensors.values()})
+
+
+def read_header(path) -> CheckpointHeader:
+    """Parse and sanity-check a safetensors header (no tensor data is read)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint is not a file: {path}")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or n > _MAX_HEADER or 8 + n > size:
+                raise CheckpointError(f"{path}: not a safetensors file (header length {n} does not fit a "
+                                      f"{size}-byte file)")
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    meta.pop("__metadata__", None)
+    tensors: Dict[str, TensorInfo] = {}
+    data_end = 0
+    for name, info in meta.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: malformed header entry for {name!r}") from None
+        tensors[name] = TensorInfo(dtype, shape, int(start), int(end))
+        data_end = max(data_end, int(end))
+    expected = 8 + n + data_end
+    if size < expected:
+        raise CheckpointError(f"{path}: truncated: the header describes {expected} bytes, the file has {size} "
+                              f"(an interrupted download or copy?)")
+    unsupported = sorted({t.dtype for t in tensors.values()} - set(SUPPORTED_DTYPES))
+    if unsupported:
+        raise CheckpointError(f"{path}: unsupported tensor dtype(s) {unsupported}; expected "
+                              f"{sorted(SUPPORTED_DTYPES)}")
+    return CheckpointHeader(path, tensors, 8 + n)
+
+
+def _fmt(items: List[str], limit: int = 12) -> str:
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return "\n    " + "\n    ".join(items[:limit]) + more
+
+
+def check_layout(header: CheckpointHeader, cfg: SV3DConfig, components: Iterable[str]) -> Dict[str, Tuple]:
+    """Compare the file with the official layout of `cfg` for `components`; raise listing every difference.
+
+    Returns the expected {official name: shape} of the requested components.
+    """
+    expected: Dict[str, Tuple] = {}
+    for comp in components:
+        expected.update(component_keys(cfg, comp))
+    shapes = header.shapes
+    known = set(official_keys(cfg))
+    missing = sorted(k for k in expected if k not in shapes)
+    mismatched = sorted(f"{k}: file {shapes[k]}, config {expected[k]}" for k in expected
+                        if k in shapes and tuple(shapes[k]) != tuple(expected[k]))
+    unexpected = sorted(k for k in shapes if k not in known and not k.startswith(IGNORED_PREFIXES))
+    if missing or mismatched or unexpected:
+        parts = [f"checkpoint {header.path} does not match config {cfg.name or cfg.variant!r} "
+                 f"(variant {cfg.variant})"]
+        if mismatched:
+            parts.append(f"  {len(mismatched)} shape mismatch(es):{_fmt(mismatched)}")
+        if missing:
+            parts.append(f"  {len(missing)} missing tensor(s):{_fmt(missing)}")
+        if unexpected:
+            parts.append(f"  {len(unexpected)} unexpected tensor(s):{_fmt(unexpected)}")
+        label = "model.diffusion_model.label_emb.0.0.weight"
+        if label in shapes and label in expected and shapes[label] != expected[label]:
+            parts.append(f"  hint: the vector-conditioning width (unet.adm_in_channels) is {shapes[label][1]} in "
+                         f"the file and {expected[label][1]} in the config; sv3d_u and sv3d_p differ exactly "
+                         f"there, so this is probably the other variant's checkpoint")
+        raise CheckpointError("\n".join(parts))
+    return expected
+
+
+def skipped_tensors(header: CheckpointHeader, cfg: SV3DConfig) -> List[str]:
+    """Names present in the file that inference does not read."""
+    unused = set(unused_keys(cfg))
+    return sorted(k for k in header.tensors if k in unused or k.startswith(IGNORED_PREFIXES))
+
+
+class CheckpointReader:
+    """Reads tensors by official name through the `safetensors` package, as float32 numpy arrays."""
+
+    def __init__(self, path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_COMPONENTS)):
+        self.header = read_header(path)
+        self.cfg = cfg
+        self.components = tuple(components)
+        self.expected = check_layout(self.header, cfg, self.components)
+        from safetensors import safe_open   # lazy: only needed to read data
+
+        try:
+            self._file = safe_open(str(self.header.path), framework="numpy")
+        except Exception as e:  # safetensors raises its own SafetensorError types
+            raise CheckpointError(f"{self.header.path}: safetensors could not open it: {e}") from None
+
+    def get(self, name: str) -> np.ndarray:
+        info = self.header.tensors[name]
+        if info.dtype == "BF16":       # numpy has no bfloat16: widen the raw 16 bits into float32's high half
+            with open(self.header.path, "rb") as f:
+                f.seek(self.header.data_offset + info.start)
+                raw = np.frombuffer(f.read(info.end - info.start), dtype=np.uint16)
+            return bf16_to_float32(raw).reshape(info.shape)
+        try:
+            arr = self._file.get_tensor(name)
+        except Exception as e:
+            raise CheckpointError(f"{self.header.path}: cannot read tensor {name!r}: {e}") from None
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32: bfloat16 is the high half of a float32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def _to_param_shape(name: str, arr: np.ndarray, param_shape: Tuple[int, ...]) -> np.ndarray:
+    """The explicit shape rules between the official layout and our Cells."""
+    if arr.shape == param_shape:
+        return arr
+    # temporal (k,1,1) Conv3d weight -> (k,1) Conv2d weight over (b, C, T, H*W)
+    if arr.ndim == 5 and arr.shape[3:] == (1, 1) and arr.shape[:4] == param_shape:
+        return arr.reshape(param_shape)
+    raise CheckpointError(f"tensor {name}: checkpoint shape {arr.shape} cannot be mapped to parameter shape "
+                          f"{param_shape}")
+
+
+def load_component(cell, component: str, reader: CheckpointReader) -> int:
+    """Copy every official tensor of `component` into `cell`; returns the number of parameters loaded."""
+    import mindspore as ms
+
+    prefix, _ = USED_COMPONENTS[component]
+    params = {name: p for name, p in cell.parameters_and_names()}
+    expected = {k[len(prefix):]: k for k in component_keys(reader.cfg, component)}
+    no_param = sorted(set(expected) - set(params))
+    no_tensor = sorted(set(params) - set(expected))
+    if no_param or no_tensor:
+        raise CheckpointError(f"internal name map of {component} is out of sync with the official layout: "
+                              f"official tensors without a parameter {no_param[:10]}, parameters without an "
+                              f"official tensor {no_tensor[:10]}")
+    count = 0
+    for local, official in expected.items():
+        p = params[local]
+        arr = _to_param_shape(official, reader.get(official), tuple(p.shape))
+        p.set_data(ms.Tensor(arr, dtype=p.dtype))
+        count += int(arr.size)
+    return count
+
+
+def build_component(cfg: SV3DConfig, component: str, *, num_frames: Optional[int] = None,
+                    input_size: Optional[int] = None, attention_chunk: int = 0):
+    """Instantiate the Cell of one component (zero weights)."""
+    if component == "unet":
+        from .unet import VideoUNet
+        return VideoUNet(cfg.unet, num_frames or cfg.num_frames, attention_chunk=attention_chunk)
+    if component == "vae_encoder":
+        from .vae import VAEEncoder
+        return VAEEncoder(cfg.vae, attention_chunk=attention_chunk)
+    if component == "vae_decoder":
+        from .vae import VAEDecoder
+        return VAEDecoder(cfg.vae, cfg.scale_factor, attention_chunk=attention_chunk)
+    if component == "clip":
+        from .clip import CLIPImageEncoder
+        return CLIPImageEncoder(cfg.clip, input_size or cfg.resolution)
+    raise KeyError(f"unknown component {component!r}; expected one of {sorted(USED_COMPONENTS)}")
+
+
+def load_models(path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_COMPONENTS), *,
+                num_frames: Optional[int] = None, input_size: Optional[int] = None,
+                attention_chunk: int = 0) -> Dict[str, object]:
+    """Build and load the requested components from an official-layout checkpoint: {component: Cell}."""
+    components = tuple(components)
+    reader = CheckpointReader(path, cfg, components)
+    cells = {}
+    for comp in components:
+        cell = build_component(cfg, comp, num_frames=num_frames, input_size=input_size,
+                               attention_chunk=attention_chunk)
+        load_component(cell, comp, reader)
+        cell.set_train(False)
+        cells[comp] = cell
+    return cells
+
+
+def checkpoint_summary(path, cfg: SV3DConfig) -> dict:
+    """Counts and dtypes of a checkpoint, for logs and manifests."""
+    header = read_header(path)
+    return {"path": os.fspath(path), "tensors": len(header.tensors), "dtypes": header.dtypes(),
+            "skipped": len(skipped_tensors(header, cfg)), "bytes": header.path.stat().st_size}
