@@ -1,0 +1,180 @@
+"""manifest.json: what an export folder holds, and the contract the runtime trusts.
+
+Written by `export/`, read and verified here (numpy + stdlib only). Layout:
+
+{
+  "format_version": 1, "variant": "sv3d_u", "created": "...",
+  "config": {...full SV3DConfig...}, "config_sha256": "...",
+  "shapes": {resolution, num_frames, unet_batch, decode_chunk, dtype, attention_chunk},
+  "constants": {scale_factor, sigma_min, sigma_max, rho, num_steps, guider, cond_aug, num_frames, resolution,
+                latent_size, decode_chunk},
+  "graphs": {"onnx": {"unet": {"model_file": "onnx/unet.onnx", "files": [{path, sha256, bytes}],
+                                "inputs": [...], "outputs": [...]}, ...}, "mindir": {...}},
+  "tools": {"mindspore": "...", "onnx": "...", "numpy": "...", "python": "..."},
+  "source": {"checkpoint": "...", "bytes": ...}
+}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
+
+from .errors import GraphError
+from .specs import GRAPH_NAMES, ExportShapes, GraphSpec
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+FORMATS = ("mindir", "onnx")
+_HASH_BLOCK = 16 * 1024 * 1024
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_HASH_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    path: str          # relative to the export folder
+    sha256: str
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    spec: GraphSpec
+    format: str
+    model_file: str                   # the file an engine loads (relative)
+    files: Tuple[GraphFile, ...]      # every file of the graph (model + external data), checksummed
+
+    def to_dict(self) -> dict:
+        return {"model_file": self.model_file, "files": [f.to_dict() for f in self.files], **self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, name: str, fmt: str, d: Mapping) -> "GraphEntry":
+        files = tuple(GraphFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in d["files"])
+        return cls(GraphSpec.from_dict(name, d), fmt, str(d["model_file"]), files)
+
+
+def pipeline_constants(cfg, shapes: ExportShapes) -> dict:
+    """The constants the runtime needs, recorded next to the graphs (all from the config)."""
+    return {
+        "scale_factor": cfg.scale_factor,
+        "sigma_min": cfg.sampler.sigma_min, "sigma_max": cfg.sampler.sigma_max, "rho": cfg.sampler.rho,
+        "num_steps": cfg.sampler.num_steps,
+        "guider": {"kind": cfg.guider.kind, "min_scale": cfg.guider.min_scale, "max_scale": cfg.guider.max_scale},
+        "cond_aug": cfg.conditioner.cond_aug,
+        "num_frames": shapes.num_frames, "resolution": shapes.resolution,
+        "latent_size": shapes.resolution // cfg.latent_factor, "decode_chunk": shapes.decode_chunk,
+    }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: Path
+    variant: str
+    config: dict
+    config_sha256: str
+    shapes: ExportShapes
+    graphs: Dict[str, Dict[str, GraphEntry]]       # format -> graph name -> entry
+    constants: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    created: str = ""
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, folder) -> "Manifest":
+        root = Path(folder)
+        path = root / MANIFEST_NAME
+        if not root.is_dir():
+            raise GraphError(f"graphs folder not found: {root} (run `python -m export` first)")
+        if not path.is_file():
+            raise GraphError(f"{root} holds no {MANIFEST_NAME}: not a complete export (an interrupted export "
+                             f"leaves none; export again)")
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise GraphError(f"{path}: unreadable manifest: {e}") from None
+        if d.get("format_version") != FORMAT_VERSION:
+            raise GraphError(f"{path}: manifest format_version {d.get('format_version')!r}, this runtime reads "
+                             f"{FORMAT_VERSION}; re-export with this version")
+        try:
+            graphs = {fmt: {name: GraphEntry.from_dict(name, fmt, g) for name, g in per.items()}
+                      for fmt, per in d["graphs"].items()}
+            m = cls(root=root, variant=d["variant"], config=d["config"], config_sha256=d["config_sha256"],
+                    shapes=ExportShapes.from_dict(d["shapes"]), graphs=graphs, constants=d.get("constants", {}),
+                    tools=d.get("tools", {}), source=d.get("source", {}), created=d.get("created", ""))
+        except (KeyError, TypeError, ValueError) as e:
+            raise GraphError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+        m._check_config()
+        return m
+
+    def _check_config(self) -> None:
+        cfg = self.sv3d_config()
+        if cfg.sha256() != self.config_sha256:
+            raise GraphError(f"{self.root / MANIFEST_NAME}: config hash {self.config_sha256[:12]}... does not "
+                             f"match its config ({cfg.sha256()[:12]}...): the manifest was edited")
+        if cfg.variant != self.variant:
+            raise GraphError(f"{self.root / MANIFEST_NAME}: variant {self.variant!r} but config variant "
+                             f"{cfg.variant!r}")
+
+    def sv3d_config(self):
+        from configs import ConfigError, config_from_dict
+
+        try:
+            return config_from_dict(self.config, where=str(self.root / MANIFEST_NAME) + " config")
+        except ConfigError as e:
+            raise GraphError(str(e)) from None
+
+    def formats(self) -> Tuple[str, ...]:
+        return tuple(f for f in FORMATS if f in self.graphs)
+
+    def entry(self, fmt: str, name: str) -> GraphEntry:
+        if fmt not in self.graphs:
+            raise GraphError(f"{self.root}: no {fmt} graphs in this export (it has {list(self.formats())}); "
+                             f"export with --formats {fmt}")
+        if name not in self.graphs[fmt]:
+            raise GraphError(f"{self.root}: {fmt} export lacks graph {name!r} (has {sorted(self.graphs[fmt])})")
+        return self.graphs[fmt][name]
+
+    def verify_files(self, fmt: str, names=GRAPH_NAMES, checksums: bool = True) -> None:
+        """Every file of the given graphs exists with the recorded size (and sha256 when `checksums`)."""
+        for name in names:
+            for f in self.entry(fmt, name).files:
+                p = self.root / f.path
+                if not p.is_file():
+                    raise GraphError(f"graph file missing: {p} (listed in {self.root / MANIFEST_NAME})")
+                size = p.stat().st_size
+                if size != f.bytes:
+                    raise GraphError(f"graph file {p}: {size} bytes, manifest says {f.bytes} (truncated or "
+                                     f"replaced)")
+                if checksums:
+                    got = sha256_file(p)
+                    if got != f.sha256:
+                        raise GraphError(f"graph file {p}: sha256 {got[:16]}... does not match the manifest's "
+                                         f"{f.sha256[:16]}... (corrupted or replaced); export again")
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION, "variant": self.variant, "created": self.created,
+            "config": self.config, "config_sha256": self.config_sha256, "shapes": self.shapes.to_dict(),
+            "constants": self.constants,
+            "graphs": {fmt: {n: e.to_dict() for n, e in per.items()} for fmt, per in self.graphs.items()},
+            "tools": self.tools, "source": self.source,
+        }
+
+    def save(self, folder: Optional[Path] = None) -> Path:
+        path = Path(folder or self.root) / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+        return path

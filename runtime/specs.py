@@ -1,0 +1,151 @@
+"""The contract of each exported graph: names, shapes and dtypes of its inputs and outputs.
+
+One `GraphSpec` per graph, built from the config and the export shapes. The same object makes the tracing inputs
+(export), the manifest entry (export writes, runtime reads) and the runtime's feed checks, so shapes cannot drift
+between the three. Inputs are always bound by name.
+
+Graphs (S = resolution, h = w = S / latent_factor, T = num_frames):
+  clip_encoder  image (1, 3, S, S) in [-1, 1]                 -> embedding (1, context_dim)
+  vae_encoder   image (1, 3, S, S) in [-1, 1] (+cond_aug noise) -> latent (1, latent_channels, h, w)  posterior mean
+  unet          x (B, 2*latent_channels, h, w) = [c_in*x | cond latent], timesteps (B,) = c_noise,
+                context (B, 1, context_dim), y (B, adm_in_channels) -> out (B, latent_channels, h, w)
+                with B = 2T (uncond and cond in one call) or T (one call per branch)
+  vae_decoder   latent (chunk, latent_channels, h, w) sampled latent -> image (chunk, 3, S, S), raw decoder output
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+
+from .errors import GraphError
+
+GRAPH_NAMES = ("clip_encoder", "vae_encoder", "unet", "vae_decoder")
+DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TensorSpec":
+        return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]))
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: Tuple[TensorSpec, ...]
+    outputs: Tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> Tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    def to_dict(self) -> dict:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping) -> "GraphSpec":
+        return cls(name, tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]))
+
+    def example_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
+        """Random inputs of the right names, shapes and dtypes (tracing and parity checks).
+
+        Values are drawn in ranges the pipeline actually feeds: images and latents ~N(0,1) clipped to [-1, 1] for
+        images, c_noise timesteps in [0.25 ln(sigma_min), 0.25 ln(sigma_max)] ~ [-1.6, 1.6].
+        """
+        rng = np.random.default_rng(seed)
+        out = {}
+        for t in self.inputs:
+            if t.name == "image":
+                a = rng.uniform(-1.0, 1.0, t.shape)
+            elif t.name == "timesteps":
+                a = rng.uniform(-1.5, 1.6, t.shape)
+            else:
+                a = rng.standard_normal(t.shape)
+            out[t.name] = a.astype(t.dtype)
+        return out
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Raise GraphError unless `feeds` has exactly this graph's inputs with the declared shapes."""
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = [n for n in feeds if n not in self.input_names]
+        if missing or extra:
+            raise GraphError(f"graph {self.name}: expected inputs {list(self.input_names)}, got {sorted(feeds)}"
+                             f" (missing {missing}, unexpected {extra})")
+        for t in self.inputs:
+            shape = tuple(np.shape(feeds[t.name]))
+            if shape != t.shape:
+                raise GraphError(f"graph {self.name}: input {t.name!r} must have shape {t.shape}, got {shape}")
+
+
+@dataclass(frozen=True)
+class ExportShapes:
+    """The static shapes chosen at export."""
+    resolution: int
+    num_frames: int
+    unet_batch: int          # 2*num_frames (cond+uncond per call) or num_frames (two calls per step)
+    decode_chunk: int        # frames per decoder call; the last chunk is padded to this size
+    dtype: str = "float32"   # weights and activations of the graphs
+    attention_chunk: int = 0 # query-chunk size of memory-bounded attention (0 = plain attention)
+
+    def validate(self, latent_factor: int, unet_down: int) -> None:
+        from configs import ConfigError   # the config package holds the validation error type
+
+        if self.resolution <= 0 or self.resolution % (latent_factor * unet_down):
+            raise ConfigError(f"resolution must be a positive multiple of {latent_factor * unet_down} (latent "
+                              f"factor {latent_factor} x UNet down-sampling {unet_down}), got {self.resolution}")
+        if self.unet_batch not in (self.num_frames, 2 * self.num_frames):
+            raise ConfigError(f"unet_batch must be num_frames ({self.num_frames}, one call per CFG branch) or "
+                              f"2*num_frames ({2 * self.num_frames}, both branches in one call), got "
+                              f"{self.unet_batch}")
+        if not 1 <= self.decode_chunk <= self.num_frames:
+            raise ConfigError(f"decode_chunk must be in [1, {self.num_frames}], got {self.decode_chunk}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.attention_chunk < 0:
+            raise ConfigError(f"attention_chunk must be >= 0, got {self.attention_chunk}")
+
+    def to_dict(self) -> dict:
+        return dict(resolution=self.resolution, num_frames=self.num_frames, unet_batch=self.unet_batch,
+                    decode_chunk=self.decode_chunk, dtype=self.dtype, attention_chunk=self.attention_chunk)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ExportShapes":
+        return cls(**{k: d[k] for k in ("resolution", "num_frames", "unet_batch", "decode_chunk", "dtype",
+                                         "attention_chunk")})
+
+
+def graph_specs(cfg, shapes: ExportShapes) -> Dict[str, GraphSpec]:
+    """All four graph specs for a config (an SV3DConfig) at the given export shapes."""
+    s, dt = shapes.resolution, shapes.dtype
+    lat = s // cfg.latent_factor
+    zc = cfg.latent_channels
+    u = cfg.unet
+    b = shapes.unet_batch
+    image = TensorSpec("image", (1, 3, s, s), dt)
+    return {
+        "clip_encoder": GraphSpec("clip_encoder", (image,), (TensorSpec("embedding", (1, u.context_dim), dt),)),
+        "vae_encoder": GraphSpec("vae_encoder", (image,), (TensorSpec("latent", (1, zc, lat, lat), dt),)),
+        "unet": GraphSpec("unet", (
+            TensorSpec("x", (b, u.in_channels, lat, lat), dt),
+            TensorSpec("timesteps", (b,), dt),
+            TensorSpec("context", (b, 1, u.context_dim), dt),
+            TensorSpec("y", (b, u.adm_in_channels), dt),
+        ), (TensorSpec("out", (b, u.out_channels, lat, lat), dt),)),
+        "vae_decoder": GraphSpec("vae_decoder", (TensorSpec("latent", (shapes.decode_chunk, zc, lat, lat), dt),),
+                                 (TensorSpec("image", (shapes.decode_chunk, 3, s, s), dt),)),
+    }
