@@ -1,0 +1,162 @@
+"""Camera orbits for sv3d_p: per-frame elevation and azimuth, validated, and their conversion to the radians the
+conditioning embeds (SVS:82-94; SV3D_REFERENCE.md §2.1).
+
+Conventions of the reference:
+* elevation is measured up from the horizontal plane; the model is conditioned on the *polar* angle
+  ``polar = polar_offset - elevation`` (polar_offset = 90 deg: measured from the +z axis);
+* azimuths are made relative to the **last** frame, which is the input view:
+  ``azimuth_rad_i = deg2rad((az_i - az_last) mod 360)``, so the last frame always has azimuth 0;
+* the official default orbit is a constant elevation (10 deg) and T azimuths ``linspace(0, 360, T+1)[1:] % 360``:
+  360/T apart, ending at 0 deg.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import OrbitError
+
+FULL_TURN_DEG = 360.0
+DEFAULT_ELEVATION_RANGE_DEG = (-90.0, 90.0)   # the geometric limits; ConditionerConfig.elevation_range_deg default
+
+# "dynamic" preset: the elevation follows one full sine period over the orbit, centred on the base elevation
+# (the config's default_elevation_deg, 10 deg officially), so the last frame -- the input view, azimuth 0 -- is at
+# the base elevation again:  elevation_k = base + DYNAMIC_ELEVATION_AMPLITUDE_DEG * sin(2 pi k / T), k = 1..T.
+# The amplitude is our choice, not an official constant: 20 deg keeps the default orbit within [-10, 30] deg.
+DYNAMIC_ELEVATION_AMPLITUDE_DEG = 20.0
+
+Number = Union[int, float]
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """A camera orbit of T frames, in degrees. The last frame corresponds to the input image."""
+    elevations_deg: Tuple[float, ...]
+    azimuths_deg: Tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.elevations_deg) != len(self.azimuths_deg) or len(self.azimuths_deg) == 0:
+            raise OrbitError("an Orbit needs one elevation and one azimuth per frame",
+                             expected="equal, non-zero counts",
+                             got=f"{len(self.elevations_deg)} elevations, {len(self.azimuths_deg)} azimuths")
+        values = np.asarray(self.elevations_deg + self.azimuths_deg, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise OrbitError("orbit angles must be finite", got=values.tolist())
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.azimuths_deg)
+
+
+def default_orbit(num_frames: int, elevation_deg: float) -> Orbit:
+    """The official orbit: constant elevation, azimuths ``linspace(0, 360, T+1)[1:] % 360`` (SVS:82-89)."""
+    n = _frame_count(num_frames)
+    azimuths = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
+    return make_orbit(n, elevation=float(elevation_deg), azimuths=azimuths)
+
+
+def dynamic_orbit(num_frames: int, elevation_deg: float,
+                  amplitude_deg: float = DYNAMIC_ELEVATION_AMPLITUDE_DEG) -> Orbit:
+    """Default azimuths with a sinusoidal elevation: ``elevation_deg + amplitude * sin(2 pi k / T)``, k = 1..T.
+
+    Frame T (the input view, azimuth 0) is back at ``elevation_deg``; the orbit peaks a quarter turn in.
+    """
+    n = _frame_count(num_frames)
+    k = np.arange(1, n + 1) % n                     # frame T is phase 0: exactly the base elevation
+    elevations = float(elevation_deg) + float(amplitude_deg) * np.sin(2.0 * math.pi * k / n)
+    azimuths = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
+    return make_orbit(n, elevation=elevations, azimuths=azimuths)
+
+
+# name -> builder(num_frames, base elevation in degrees)
+ORBIT_PRESETS: Dict[str, Callable[[int, float], Orbit]] = {
+    "default": default_orbit,
+    "dynamic": dynamic_orbit,
+}
+
+
+def preset_orbit(name: str, num_frames: int, elevation_deg: float) -> Orbit:
+    """Build the named preset (see ``ORBIT_PRESETS``) around the base elevation ``elevation_deg``."""
+    if name not in ORBIT_PRESETS:
+        raise OrbitError("unknown orbit preset", expected=f"one of {sorted(ORBIT_PRESETS)}", got=repr(name))
+    return ORBIT_PRESETS[name](num_frames, elevation_deg)
+
+
+def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Number]]] = None,
+               azimuths: Optional[Sequence[Number]] = None,
+               elevation_range: Tuple[float, float] = DEFAULT_ELEVATION_RANGE_DEG,
+               default_elevation_deg: Optional[float] = None) -> Orbit:
+    """A validated orbit from user values.
+
+    elevation: None (-> ``default_elevation_deg``), one number for every frame, or T numbers (degrees).
+    azimuths:  None (-> the official default azimuths) or T numbers (degrees, any finite value; taken mod 360).
+    elevation_range: inclusive [low, high] every elevation must lie in (ConditionerConfig.elevation_range_deg).
+    default_elevation_deg: the config's default_elevation_deg; needed only when ``elevation`` is None.
+    Raises OrbitError naming what was expected and what was got.
+    """
+    n = _frame_count(num_frames)
+    if elevation is None:
+        if default_elevation_deg is None:
+            raise OrbitError("no elevation given and no default elevation",
+                             expected="elevation or default_elevation_deg (ConditionerConfig)", got="neither")
+        elevation = default_elevation_deg
+    elev = _angles("elevations_deg", elevation, allow_scalar=True)
+    if elev.shape[0] == 1:
+        elev = np.repeat(elev, n)
+    if elev.shape[0] != n:
+        raise OrbitError("wrong number of elevations", expected=f"1 or {n} values", got=f"{elev.shape[0]} values")
+    lo, hi = (float(v) for v in elevation_range)
+    outside = [(i, float(e)) for i, e in enumerate(elev) if not lo <= e <= hi]
+    if outside:
+        raise OrbitError("elevation out of range", expected=f"degrees in [{lo:g}, {hi:g}]",
+                         got=", ".join(f"frame {i}: {e:g}" for i, e in outside[:5])
+                         + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else ""))
+    if azimuths is None:
+        azim = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
+    else:
+        azim = _angles("azimuths_deg", azimuths, allow_scalar=False)
+        if azim.shape[0] != n:
+            raise OrbitError("wrong number of azimuths", expected=f"{n} values", got=f"{azim.shape[0]} values")
+    return Orbit(tuple(float(e) for e in elev), tuple(float(a) for a in azim))
+
+
+def orbit_to_radians(orbit: Orbit, polar_offset_deg: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(polars_rad, azimuths_rad), each (T,) float64, exactly as the reference script computes them (SVS:87-94).
+
+        polar_i   = deg2rad(polar_offset - elevation_i)
+        azimuth_i = deg2rad((az_i - az_last) mod 360)      -> last frame 0, all in [0, 2 pi)
+    The reference then runs ``azimuths_rad[:-1].sort()``, which sorts a temporary copy of a list slice and
+    therefore changes nothing: user azimuths keep their order, and so do they here.
+    """
+    elev = np.asarray(orbit.elevations_deg, dtype=np.float64)
+    az = np.asarray(orbit.azimuths_deg, dtype=np.float64)
+    polars = np.deg2rad(float(polar_offset_deg) - elev)
+    azimuths = np.deg2rad((az - az[-1]) % FULL_TURN_DEG)
+    return polars, azimuths
+
+
+def _frame_count(num_frames) -> int:
+    if not isinstance(num_frames, (int, np.integer)) or isinstance(num_frames, bool) or num_frames < 1:
+        raise OrbitError("invalid frame count", expected="a positive integer", got=repr(num_frames))
+    return int(num_frames)
+
+
+def _angles(name: str, values, allow_scalar: bool) -> np.ndarray:
+    """Angles in degrees as a 1-D float64 array; scalars become (1,) if allowed."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OrbitError(f"{name} must be numbers", expected="degrees", got=repr(values)) from None
+    if arr.ndim == 0:
+        if not allow_scalar:
+            raise OrbitError(f"{name} must be a sequence, one value per frame", got=f"the single value {values!r}")
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise OrbitError(f"{name} must be a flat list", expected="1-D", got=f"shape {arr.shape}")
+    bad = [i for i, v in enumerate(arr) if not math.isfinite(v)]
+    if bad:
+        raise OrbitError(f"{name} must be finite", got=f"{arr[bad[0]]!r} at index {bad[0]}")
+    return arr
