@@ -145,32 +145,46 @@ def skipped_tensors(header: CheckpointHeader, cfg: SV3DConfig) -> List[str]:
 
 
 class CheckpointReader:
-    """Reads tensors by official name through the `safetensors` package, as float32 numpy arrays."""
+    """Reads tensors by official name as float32 numpy arrays.
+
+    The `safetensors` package opens and validates the file (its own header and offset checks on top of ours);
+    tensor bytes are then read with plain positioned reads at the header's offsets. Reading through safetensors'
+    memory map instead doubled the peak RSS of a full-size load (mapped file pages count as resident: 11.9 GiB
+    against 6.1 GiB for the 6 GB UNet) and took twice as long on this machine.
+    """
 
     def __init__(self, path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_COMPONENTS)):
         self.header = read_header(path)
         self.cfg = cfg
         self.components = tuple(components)
         self.expected = check_layout(self.header, cfg, self.components)
-        from safetensors import safe_open   # lazy: only needed to read data
+        from safetensors import safe_open   # lazy: only needed once a file is really opened
 
         try:
-            self._file = safe_open(str(self.header.path), framework="numpy")
+            with safe_open(str(self.header.path), framework="numpy") as f:
+                names = set(f.keys())
         except Exception as e:  # safetensors raises its own SafetensorError types
             raise CheckpointError(f"{self.header.path}: safetensors could not open it: {e}") from None
+        if names != set(self.header.tensors):
+            raise CheckpointError(f"{self.header.path}: safetensors and the header disagree on the tensor names")
 
     def get(self, name: str) -> np.ndarray:
         info = self.header.tensors[name]
-        if info.dtype == "BF16":       # numpy has no bfloat16: widen the raw 16 bits into float32's high half
+        count = int(np.prod(info.shape, dtype=np.int64)) if info.shape else 1
+        np_dtype = np.dtype("<u2") if info.dtype == "BF16" else np.dtype(SUPPORTED_DTYPES[info.dtype]).newbyteorder("<")
+        if count * np_dtype.itemsize != info.end - info.start:
+            raise CheckpointError(f"{self.header.path}: tensor {name!r} has {info.end - info.start} bytes, its "
+                                  f"shape {info.shape} and dtype {info.dtype} need {count * np_dtype.itemsize}")
+        try:
             with open(self.header.path, "rb") as f:
                 f.seek(self.header.data_offset + info.start)
-                raw = np.frombuffer(f.read(info.end - info.start), dtype=np.uint16)
-            return bf16_to_float32(raw).reshape(info.shape)
-        try:
-            arr = self._file.get_tensor(name)
-        except Exception as e:
-            raise CheckpointError(f"{self.header.path}: cannot read tensor {name!r}: {e}") from None
-        return np.ascontiguousarray(arr, dtype=np.float32)
+                raw = np.fromfile(f, dtype=np_dtype, count=count)
+        except OSError as e:
+            raise CheckpointError(f"{self.header.path}: cannot read tensor {name!r}: {e.strerror or e}") from None
+        if raw.size != count:
+            raise CheckpointError(f"{self.header.path}: tensor {name!r} is cut short ({raw.size} of {count} values)")
+        arr = bf16_to_float32(raw) if info.dtype == "BF16" else raw.astype(np.float32, copy=False)
+        return arr.reshape(info.shape)
 
 
 def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
