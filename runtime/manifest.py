@@ -11,7 +11,8 @@ Written by `export/`, read and verified here (numpy + stdlib only). Layout:
   "graphs": {"onnx": {"unet": {"model_file": "onnx/unet.onnx", "files": [{path, sha256, bytes}],
                                 "inputs": [...], "outputs": [...]}, ...}, "mindir": {...}},
   "tools": {"mindspore": "...", "onnx": "...", "numpy": "...", "python": "..."},
-  "source": {"checkpoint": "...", "bytes": ...}
+  "source": {"checkpoint": "...", "bytes": ...},
+  "parity": {"gate": "auto", "graphs": {"unet": {"gate": "twin", "results": {"onnx": {"rel_l2": ...}}}}, ...}
 }
 """
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Manifest:
     tools: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
     created: str = ""
+    parity: dict = field(default_factory=dict)     # which export gate ran and what it measured (export/parity.py)
 
     # -- reading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -113,7 +115,8 @@ class Manifest:
                       for fmt, per in d["graphs"].items()}
             m = cls(root=root, variant=d["variant"], config=d["config"], config_sha256=d["config_sha256"],
                     shapes=ExportShapes.from_dict(d["shapes"]), graphs=graphs, constants=d.get("constants", {}),
-                    tools=d.get("tools", {}), source=d.get("source", {}), created=d.get("created", ""))
+                    tools=d.get("tools", {}), source=d.get("source", {}), created=d.get("created", ""),
+                    parity=d.get("parity", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise GraphError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
         m._check_config()
@@ -171,7 +174,7 @@ class Manifest:
             "config": self.config, "config_sha256": self.config_sha256, "shapes": self.shapes.to_dict(),
             "constants": self.constants,
             "graphs": {fmt: {n: e.to_dict() for n, e in per.items()} for fmt, per in self.graphs.items()},
-            "tools": self.tools, "source": self.source,
+            "tools": self.tools, "source": self.source, "parity": self.parity,
         }
 
     def save(self, folder: Optional[Path] = None) -> Path:

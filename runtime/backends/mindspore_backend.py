@@ -1,0 +1,122 @@
+"""MindSpore backend: ``mindspore.load`` + ``nn.GraphCell`` over a MindIR file.
+
+A GraphCell binds its inputs by position. The runner maps names to positions from the spec's input order, which
+export guarantees equals the graph's argument order; at load the order is checked against the argument names the
+MindIR file itself records (``mindspore.load_mindir``: inputs are named ``<graph>:<argument>``).
+
+Devices: cpu -> "CPU", cuda -> "GPU", ascend -> "Ascend" (``mindspore.set_device``, once per process: a process
+that already runs on another target cannot switch).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from ..errors import GraphError
+
+_TARGETS = {"cpu": "CPU", "cuda": "GPU", "ascend": "Ascend"}
+# MindIR TensorProto data types (mind_ir.proto) for the dtypes a spec may declare
+_MINDIR_DTYPES = {1: "float32", 10: "float16"}
+
+
+def _import_mindspore():
+    try:
+        import mindspore
+        from mindspore import nn
+    except ImportError as e:
+        raise BackendError(f"the mindspore backend needs the 'mindspore' package: {e}",
+                           hint="pip install mindspore, or choose --backend onnxruntime") from None
+    return mindspore, nn
+
+
+def _set_device(ms, device: DeviceSpec) -> None:
+    target = _TARGETS[device.kind]
+    try:
+        current = ms.get_current_device()
+        cur_target, cur_id = (current.device_target, current.device_id) if hasattr(current, "device_target") \
+            else tuple(current)
+    except Exception:                               # older API shapes: just set it
+        cur_target, cur_id = None, None
+    if cur_target == target and (target == "CPU" or cur_id == device.index):
+        return
+    try:
+        ms.set_device(target, None if target == "CPU" else int(device.index))
+    except (RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(f"mindspore cannot run on {device.kind}:{device.index} ({target}): {first}",
+                           hint="use --device cpu, or a mindspore build for this device") from None
+
+
+def _read_mindir_proto(ms, path: str):
+    """The MindIR protobuf (graph structure; the weights of a split export stay in its _variables folder).
+
+    Parsed with mindspore's own ModelProto class; ``mindspore.load_mindir`` does the same but is deprecated since
+    2.5 and logs a warning on every call, so it is only the fallback."""
+    try:
+        from mindspore.train.mind_ir_pb2 import ModelProto
+    except ImportError:
+        return ms.load_mindir(path)
+    proto = ModelProto()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto
+
+
+def mindir_inputs(ms, path: str):
+    """[(name, dims, dtype or None)] of a MindIR file's inputs, read from its protobuf; None if unreadable."""
+    try:
+        proto = _read_mindir_proto(ms, path)
+    except Exception:
+        return None
+    out = []
+    for inp in proto.graph.input:
+        if inp.tensor:
+            t = inp.tensor[0]
+            out.append((inp.name, tuple(int(d) for d in t.dims), _MINDIR_DTYPES.get(int(t.data_type))))
+        else:
+            out.append((inp.name, None, None))
+    return out
+
+
+class MindSporeRunner(BaseRunner):
+    backend = "mindspore"
+
+    def __init__(self, spec, path: str, cell, ms) -> None:
+        super().__init__(spec, path)
+        self.cell = cell
+        self._ms = ms
+        self._dtypes = {"float32": ms.float32, "float16": ms.float16}
+
+    def _run(self, arrays: list) -> List[np.ndarray]:
+        ms = self._ms
+        tensors = [ms.Tensor(a, dtype=self._dtypes[t.dtype]) for t, a in zip(self.spec.inputs, arrays)]
+        try:
+            out = self.cell(*tensors)
+        except SystemError:
+            # mindspore 2.10 built against numpy 1.x can fail the first conversion once (MINDSPORE_NOTES.md)
+            out = self.cell(*tensors)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.asnumpy() for o in outs]
+
+
+def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> MindSporeRunner:
+    ms, nn = _import_mindspore()
+    path = str(manifest.root / entry.model_file)
+    _set_device(ms, device)
+    declared = mindir_inputs(ms, path)
+    if declared is not None:
+        check_engine_inputs(entry.spec, [(n, d) for n, d, _ in declared], backend="mindspore", path=path,
+                            ordered=True)
+        for (n, _, dt), t in zip(declared, entry.spec.inputs):
+            if dt is not None and dt != t.dtype:
+                raise GraphError(f"graph {entry.spec.name} (mindspore): input {t.name!r} is {dt} in the MindIR "
+                                 f"file but {t.dtype} in the manifest", path=path)
+    try:
+        graph = ms.load(path)
+        cell = nn.GraphCell(graph)
+    except Exception as e:                          # mindspore raises RuntimeError/ValueError with long C++ traces
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GraphError(f"mindspore cannot load graph {entry.spec.name}: {first}", path=path) from None
+    return MindSporeRunner(entry.spec, path, cell, ms)

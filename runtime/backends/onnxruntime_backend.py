@@ -1,0 +1,89 @@
+"""ONNX Runtime backend: one InferenceSession per graph, inputs bound by name.
+
+Providers: CPUExecutionProvider always; CUDAExecutionProvider for device "cuda" and CANNExecutionProvider for
+"ascend" (each with the device id), refused with a clear error when this onnxruntime build lacks it. Sessions use
+graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from ..errors import GraphError
+
+# our device kind -> (execution provider, the onnxruntime package that ships it)
+_PROVIDERS = {"cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
+              "ascend": ("CANNExecutionProvider", "onnxruntime-cann")}
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BackendError(f"the onnxruntime backend needs the 'onnxruntime' package: {e}",
+                           hint="pip install onnxruntime (or onnxruntime-gpu for CUDA)") from None
+    return onnxruntime
+
+
+def providers_for(device: DeviceSpec) -> list:
+    """The provider list for a device, checked against this onnxruntime build."""
+    ort = _import_ort()
+    if device.kind == "cpu":
+        return ["CPUExecutionProvider"]
+    provider, package = _PROVIDERS[device.kind]
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise BackendError(f"device {device.kind!r} was requested, but this onnxruntime ({ort.__version__}) has no "
+                           f"{provider}", expected=provider, got=available,
+                           hint=f"install {package}, or use --device cpu")
+    return [(provider, {"device_id": int(device.index)}), "CPUExecutionProvider"]
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    backend = "onnxruntime"
+
+    def __init__(self, spec, path: str, session) -> None:
+        super().__init__(spec, path)
+        self.session = session
+        self._output_names = list(spec.output_names)
+
+    def _run(self, arrays: list) -> List[np.ndarray]:
+        feeds = {t.name: a for t, a in zip(self.spec.inputs, arrays)}
+        return self.session.run(self._output_names, feeds)
+
+
+def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntimeRunner:
+    ort = _import_ort()
+    path = str(manifest.root / entry.model_file)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if options.intra_op_threads:
+        so.intra_op_num_threads = int(options.intra_op_threads)
+    so.log_severity_level = 3                  # errors only: keep the CLI output readable
+    try:
+        session = ort.InferenceSession(path, sess_options=so, providers=providers_for(device))
+    except BackendError:
+        raise
+    except Exception as e:                     # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+        raise GraphError(f"onnxruntime cannot load graph {entry.spec.name}: {e}", path=path) from None
+    if device.kind != "cpu" and _PROVIDERS[device.kind][0] not in session.get_providers():
+        raise BackendError(f"onnxruntime could not start {_PROVIDERS[device.kind][0]} for {device.kind}:"
+                           f"{device.index}", got=session.get_providers(), path=path)
+
+    inputs = session.get_inputs()
+    check_engine_inputs(entry.spec, [(i.name, i.shape) for i in inputs], backend="onnxruntime", path=path,
+                        ordered=False)
+    for i in inputs:
+        want = next(t.dtype for t in entry.spec.inputs if t.name == i.name)
+        if _ORT_DTYPES.get(i.type) != want:
+            raise GraphError(f"graph {entry.spec.name} (onnxruntime): input {i.name!r} is {i.type} in the graph "
+                             f"file but {want} in the manifest", path=path)
+    out_names = [o.name for o in session.get_outputs()]
+    missing = [n for n in entry.spec.output_names if n not in out_names]
+    if missing:
+        raise GraphError(f"graph {entry.spec.name} (onnxruntime): outputs {out_names} in the graph file, the "
+                         f"manifest expects {list(entry.spec.output_names)}", path=path)
+    return OnnxRuntimeRunner(entry.spec, path, session)

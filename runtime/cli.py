@@ -1,0 +1,235 @@
+"""``python -m runtime``: image(s) -> orbit videos with an exported SV3D model.
+
+    python -m runtime --graphs exports/sv3d_u_576 chair.png mug.png --output outputs
+    python -m runtime --graphs exports/sv3d_p_576 chair.png --elevation 20 --orbit dynamic
+    python -m runtime --demo                      # random-weight tiny model, exported on the fly
+
+The graphs are loaded once for all images. Every input is read and checked (and the camera options validated)
+before the first graph is loaded, so a bad input fails fast and writes nothing. Each image gets a new folder
+``<output>/<image stem>`` (``_1``, ``_2``, ... if it exists: nothing is overwritten), written through a temporary
+folder and renamed into place, so a failure leaves no partial output (see runtime/outputs.py for the files).
+
+Every user error (bad image, bad option, wrong or corrupted export, unwritable output) prints one message on
+stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebacks.
+"""
+# NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import field
+from pathlib import Path
+from typing import List, Optional
+
+from argparse_dataclass import ArgumentParser, dataclass
+
+from .backends import BACKEND_CHOICES, DEVICES
+from .errors import SV3DError
+from .guidance import GUIDANCE_KINDS
+from .manifest import MANIFEST_NAME, Manifest
+from .orbits import ORBIT_PRESETS
+from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
+from .pipeline import SV3DPipeline, build_orbit, prepare_image
+from .preprocess import BACKGROUND_MODES
+from .sample_data import sample_image_path
+
+PROG = "python -m runtime"
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+DEMO_CONFIGS = ("sv3d_u_tiny", "sv3d_p_tiny")
+DEMO_RESOLUTION = 64          # tiny demo export: 64 px images, 8 x 8 latents
+DEMO_SEED = 0                 # seed of the random demo weights
+DEMO_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
+               "Export real SV3D weights with `python -m export` for real results. ***")
+
+
+@dataclass
+class Options:
+    images: List[str] = field(default_factory=list, metadata=dict(
+        args=["images"], nargs="*", type=str, metavar="IMAGE",
+        help="input image(s): RGBA (alpha marks the object) or RGB (background removed per --remove-background)"))
+    graphs: Optional[str] = field(default=None, metadata=dict(
+        metavar="DIR", help="export folder written by `python -m export` (holds manifest.json)"))
+    output: str = field(default="outputs", metadata=dict(
+        args=["-o", "--output"], metavar="DIR",
+        help="output folder; each image gets <DIR>/<stem> (or <stem>_1, ... : never overwritten)"))
+    backend: str = field(default="auto", metadata=dict(
+        choices=list(BACKEND_CHOICES),
+        help="engine: auto = mslite if installed and MindIR present, else onnxruntime, else mindspore"))
+    device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
+    device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
+    threads: int = field(default=0, metadata=dict(help="intra-op threads (0 = the engine's default)"))
+    steps: Optional[int] = field(default=None, metadata=dict(help="sampling steps (default: the export's, 50)"))
+    seed: Optional[int] = field(default=None, metadata=dict(help="noise seed (default: the config's, 23)"))
+    guider: Optional[str] = field(default=None, metadata=dict(
+        choices=list(GUIDANCE_KINDS), help="per-frame guidance shape (default: triangle)"))
+    min_scale: Optional[float] = field(default=None, metadata=dict(help="guidance scale at the ends (default 1.0)"))
+    max_scale: Optional[float] = field(default=None, metadata=dict(help="guidance scale peak (default 2.5)"))
+    elevation: Optional[List[float]] = field(default=None, metadata=dict(
+        nargs="+", type=float, metavar="DEG",
+        help="sv3d_p: camera elevation in degrees, one value or one per frame (default 10)"))
+    azimuths: Optional[List[float]] = field(default=None, metadata=dict(
+        nargs="+", type=float, metavar="DEG",
+        help="sv3d_p: one azimuth per frame in degrees (default: evenly spaced, ending at 0 = the input view)"))
+    orbit: Optional[str] = field(default=None, metadata=dict(
+        choices=sorted(ORBIT_PRESETS), help="sv3d_p orbit preset (default: constant elevation)"))
+    remove_background: str = field(default="auto", metadata=dict(
+        choices=list(BACKGROUND_MODES),
+        help="auto: rembg for images without alpha; rembg: always; none: use the whole image"))
+    fps: int = field(default=DEFAULT_FPS, metadata=dict(help="frames per second of the mp4 and gif"))
+    skip_checksums: bool = field(default=False, metadata=dict(
+        help="do not hash the graph files against the manifest (sizes are still checked)"))
+    quiet: bool = field(default=False, metadata=dict(help="no progress bar and no timing summary"))
+    demo: bool = field(default=False, metadata=dict(
+        help="export a RANDOM-WEIGHT tiny model (needs mindspore) and run it on the bundled sample image; "
+             "with --graphs DIR the demo export is kept there and reused"))
+    demo_config: str = field(default=DEMO_CONFIGS[0], metadata=dict(
+        choices=list(DEMO_CONFIGS), help="tiny config of the --demo export"))
+
+
+def build_parser() -> ArgumentParser:
+    return ArgumentParser(Options, prog=PROG, description="Generate an orbit video of an object with SV3D "
+                                                          "(sv3d_u / sv3d_p) from exported graphs.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _say(opts: Options, *msg) -> None:
+    if not opts.quiet:
+        print(*msg, file=sys.stderr, flush=True)
+
+
+def _check_options(opts: Options) -> None:
+    for name, value, low in (("--fps", opts.fps, 1), ("--threads", opts.threads, 0),
+                             ("--device-id", opts.device_id, 0), ("--steps", opts.steps, 1),
+                             ("--seed", opts.seed, 0)):
+        if value is not None and value < low:
+            raise SV3DError(f"invalid {name}", expected=f"an integer >= {low}", got=value)
+    if not opts.demo:
+        if opts.graphs is None:
+            raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
+        if not opts.images:
+            raise SV3DError("no input image given", expected="one or more image paths", got="none")
+
+
+def _demo_export(opts: Options, folder: Path) -> Path:
+    """Export a random-weight tiny model into ``folder`` (reused if it already holds an export)."""
+    if (folder / MANIFEST_NAME).is_file():
+        _say(opts, f"demo: reusing the export in {folder}")
+        return folder
+    _say(opts, f"demo: exporting a RANDOM-WEIGHT {opts.demo_config} model at {DEMO_RESOLUTION} px into {folder} "
+               f"(about a minute)")
+    work = Path(tempfile.mkdtemp(prefix="sv3d-demo-ckpt-"))
+    try:
+        ckpt = work / "random.safetensors"
+        _run_tool(["-m", "models.random_checkpoint", "--config", opts.demo_config, "--out", str(ckpt),
+                   "--seed", str(DEMO_SEED)], "writing the random checkpoint")
+        _run_tool(["-m", "export", "--config", opts.demo_config, "--checkpoint", str(ckpt), "--out", str(folder),
+                   "--resolution", str(DEMO_RESOLUTION)], "exporting the demo model")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def _run_tool(args: List[str], what: str) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable] + args, cwd=repo, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise SV3DError(f"--demo: {what} failed (exit {proc.returncode}): {tail}",
+                        hint="the demo needs mindspore and the export/ package")
+
+
+def run(opts: Options) -> int:
+    _check_options(opts)
+    demo_tmp = None
+    try:
+        if opts.demo:
+            if opts.graphs is None:
+                demo_tmp = Path(tempfile.mkdtemp(prefix="sv3d-demo-export-"))
+                graphs = _demo_export(opts, demo_tmp / "export")
+            else:
+                graphs = _demo_export(opts, Path(opts.graphs))
+            images = opts.images or [str(sample_image_path())]
+            print(DEMO_BANNER, file=sys.stderr, flush=True)
+        else:
+            graphs, images = Path(opts.graphs), opts.images
+        rc = _generate_all(opts, graphs, images)
+        if opts.demo:
+            print(DEMO_BANNER, file=sys.stderr, flush=True)
+        return rc
+    finally:
+        if demo_tmp is not None:
+            shutil.rmtree(demo_tmp, ignore_errors=True)
+
+
+def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
+    # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
+    manifest = Manifest.load(graphs)
+    cfg = manifest.sv3d_config()
+    elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
+                                                     else opts.elevation)
+    orbit = build_orbit(cfg, manifest.shapes.num_frames, elevation=elevation, azimuths=opts.azimuths,
+                        preset=opts.orbit)
+    prepared = [(Path(p), prepare_image(cfg, manifest.shapes.resolution, p,
+                                        remove_background=opts.remove_background)) for p in images]
+    require_video_support()
+    output = check_writable(opts.output)
+
+    # 2. graphs, once
+    _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
+    pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
+                                      threads=opts.threads, verify_checksums=not opts.skip_checksums)
+    _say(opts, f"backend {pipe.backend} on {opts.device}:{opts.device_id}, graphs loaded in "
+               f"{pipe.load_seconds:.2f} s")
+    num_steps = opts.steps if opts.steps is not None else cfg.sampler.num_steps
+
+    # 3. one image at a time
+    summaries = []
+    for path, pre in prepared:
+        bar = _progress_bar(opts, num_steps, path.name)
+        try:
+            result = pipe.generate(pre, seed=opts.seed, num_steps=num_steps, orbit=orbit, guider=opts.guider,
+                                   min_scale=opts.min_scale, max_scale=opts.max_scale,
+                                   callback=(lambda info: bar.update(1)) if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
+                "device": f"{opts.device}:{opts.device_id}", "demo_random_weights": bool(opts.demo)}
+        folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
+        print(f"{path} -> {folder}", flush=True)
+        summaries.append((path.name, result.timings))
+    if not opts.quiet:
+        _say(opts, f"\nlatency (graphs loaded once in {pipe.load_seconds:.2f} s; backend {pipe.backend}, "
+                   f"device {opts.device}:{opts.device_id})")
+        for name, timings in summaries:
+            _say(opts, f"\n[{name}]\n{timings.summary()}")
+    return EXIT_OK
+
+
+def _progress_bar(opts: Options, total: int, name: str):
+    if opts.quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=name, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    try:
+        return run(opts)
+    except SV3DError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["Options", "build_parser", "main", "run"]

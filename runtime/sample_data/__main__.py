@@ -1,0 +1,3 @@
+from . import write_sample
+
+print(write_sample())

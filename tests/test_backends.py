@@ -1,0 +1,470 @@
+"""Backends over a toy export: four small graphs with the real SV3D graph contracts (names, shapes), exported by
+MindSpore to MindIR and ONNX with a manifest, plus the same functions in numpy as the reference.
+
+The toy graphs use every input with its own weights, so a wrong name-to-position binding changes the numbers.
+`build_toy_export` is also used by tests/test_cli.py (fast CLI runs without the real models).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_available, check_engine_inputs,
+                              graph_input_name, load_graph, load_graphs, resolve_backend)
+from runtime.errors import GraphError
+from runtime.manifest import MANIFEST_NAME, Manifest
+from runtime.specs import GRAPH_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_SEED = 7
+# MindSpore's CPU tanh/matmul kernels differ from float64 numpy by up to ~1e-4 on the toy graphs; ORT by ~1e-6.
+TOY_TOL = {"onnxruntime": 1e-5, "mindspore": 3e-4}
+LOCAL_BACKENDS = ("onnxruntime", "mindspore")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# toy export
+
+
+def toy_weights(cfg):
+    rng = np.random.default_rng(TOY_SEED)
+    d, v, zc = cfg.unet.context_dim, cfg.conditioner.vector_dim, cfg.latent_channels
+
+    def w(*shape):
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    return {"clip_w": w(3, d), "enc_w": w(3, zc), "unet_x": w(2 * zc, zc), "unet_t": w(1, zc)[0],
+            "unet_c": w(d, zc), "unet_y": w(v, zc), "dec_w": w(zc, 3)}
+
+
+def toy_numpy(cfg, weights):
+    """The toy graphs in float64 numpy: {graph name: f(**feeds) -> output}."""
+    f = cfg.latent_factor
+    inv = 1.0 / cfg.scale_factor
+
+    def clip(image):
+        return np.tanh(image.mean(axis=(2, 3)) @ weights["clip_w"])
+
+    def enc(image):
+        b, c, s, _ = image.shape
+        pooled = image.reshape(b, c, s // f, f, s // f, f).mean(axis=(3, 5))
+        return (pooled.transpose(0, 2, 3, 1) @ weights["enc_w"]).transpose(0, 3, 1, 2)
+
+    def unet(x, timesteps, context, y):
+        b = x.shape[0]
+        h = x.transpose(0, 2, 3, 1) @ weights["unet_x"]
+        extra = (timesteps[:, None] * weights["unet_t"][None] + context.reshape(b, -1) @ weights["unet_c"]
+                 + y @ weights["unet_y"])
+        return np.tanh(h + extra[:, None, None, :]).transpose(0, 3, 1, 2)
+
+    def dec(latent):
+        img = np.tanh((latent * inv).transpose(0, 2, 3, 1) @ weights["dec_w"])
+        img = np.repeat(np.repeat(img, f, axis=1), f, axis=2)
+        return img.transpose(0, 3, 1, 2)
+
+    return {"clip_encoder": clip, "vae_encoder": enc, "unet": unet, "vae_decoder": dec}
+
+
+def _toy_cells(cfg, weights):
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    f = cfg.latent_factor
+    inv = float(1.0 / cfg.scale_factor)
+
+    def param(a):
+        return ms.Parameter(ms.Tensor(a), requires_grad=False)
+
+    class Clip(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w = param(weights["clip_w"])
+
+        def construct(self, image):
+            return ops.tanh(ops.matmul(image.mean(axis=(2, 3)), self.w))
+
+    class Enc(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w = param(weights["enc_w"])
+
+        def construct(self, image):
+            b, c, s, _ = image.shape
+            pooled = image.reshape(b, c, s // f, f, s // f, f).mean(axis=(3, 5))
+            return ops.matmul(pooled.transpose(0, 2, 3, 1), self.w).transpose(0, 3, 1, 2)
+
+    class Unet(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.wx, self.wt = param(weights["unet_x"]), param(weights["unet_t"])
+            self.wc, self.wy = param(weights["unet_c"]), param(weights["unet_y"])
+
+        def construct(self, x, timesteps, context, y):
+            b = x.shape[0]
+            h = ops.matmul(x.transpose(0, 2, 3, 1), self.wx)
+            extra = (timesteps.reshape(b, 1) * self.wt.reshape(1, -1) + ops.matmul(context.reshape(b, -1), self.wc)
+                     + ops.matmul(y, self.wy))
+            return ops.tanh(h + extra.reshape(b, 1, 1, -1)).transpose(0, 3, 1, 2)
+
+    class Dec(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w = param(weights["dec_w"])
+
+        def construct(self, latent):
+            n, c, h, w = latent.shape
+            img = ops.tanh(ops.matmul((latent * inv).transpose(0, 2, 3, 1), self.w))
+            img = ops.broadcast_to(img.reshape(n, h, 1, w, 1, 3), (n, h, f, w, f, 3)).reshape(n, h * f, w * f, 3)
+            return img.transpose(0, 3, 1, 2)
+
+    return {"clip_encoder": Clip, "vae_encoder": Enc, "unet": Unet, "vae_decoder": Dec}
+
+
+def build_toy_export(folder, config: str = "sv3d_u_tiny", resolution: int = 64, unet_batch=None,
+                     decode_chunk: int = 14, formats=("mindir", "onnx")):
+    """Write a toy export (graphs + manifest) into ``folder``; returns (folder, numpy reference functions)."""
+    import mindspore as ms
+    import onnx
+
+    from configs import load_config
+    from runtime.manifest import GraphEntry, GraphFile, pipeline_constants, sha256_file
+    from runtime.specs import ExportShapes, graph_specs
+
+    cfg = load_config(config)
+    t = cfg.num_frames
+    shapes = ExportShapes(resolution, t, unet_batch or 2 * t, decode_chunk)
+    specs = graph_specs(cfg, shapes)
+    weights = toy_weights(cfg)
+    cells = _toy_cells(cfg, weights)
+    folder = Path(folder)
+    graphs = {}
+    for fmt in formats:
+        (folder / fmt).mkdir(parents=True, exist_ok=True)
+        graphs[fmt] = {}
+        for name, spec in specs.items():
+            args = [ms.Tensor(a) for a in spec.example_inputs().values()]
+            cell = cells[name]()                         # a fresh Cell per export (MINDSPORE_NOTES.md)
+            if fmt == "mindir":
+                ms.export(cell, *args, file_name=str(folder / fmt / name), file_format="MINDIR")
+                rel = f"{fmt}/{name}.mindir"
+            else:
+                rel = f"{fmt}/{name}.onnx"
+                ms.onnx.export(cell, *args, file_name=str(folder / rel))
+                model = onnx.load(str(folder / rel))   # name the output as the spec does
+                old, new = model.graph.output[0].name, spec.outputs[0].name
+                for node in model.graph.node:
+                    node.output[:] = [new if o == old else o for o in node.output]
+                model.graph.output[0].name = new
+                onnx.save(model, str(folder / rel))
+            p = folder / rel
+            graphs[fmt][name] = GraphEntry(spec, fmt, rel, (GraphFile(rel, sha256_file(p), p.stat().st_size),))
+    Manifest(root=folder, variant=cfg.variant, config=cfg.to_dict(), config_sha256=cfg.sha256(), shapes=shapes,
+             graphs=graphs, constants=pipeline_constants(cfg, shapes), created="toy export (tests)").save()
+    return folder, toy_numpy(cfg, weights)
+
+
+def edit_manifest(folder, fn) -> None:
+    """Apply ``fn`` to the manifest JSON of ``folder`` in place."""
+    path = Path(folder) / MANIFEST_NAME
+    d = json.loads(path.read_text())
+    fn(d)
+    path.write_text(json.dumps(d))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
+    pytest.importorskip("onnx")
+    folder, ref = build_toy_export(tmp_path_factory.mktemp("toy") / "export")
+    return folder, ref
+
+
+def _copy(folder, tmp_path) -> Path:
+    import shutil
+
+    dst = tmp_path / "export"
+    shutil.copytree(folder, dst)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# import hygiene
+
+
+def test_import_runtime_needs_numpy_only():
+    code = ("import sys, runtime, runtime.backends, runtime.pipeline, runtime.outputs, runtime.cli;"
+            "heavy = ('mindspore', 'mindspore_lite', 'onnxruntime', 'onnx', 'PIL', 'imageio', 'tqdm', 'torch',"
+            " 'models', 'export');"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# running graphs
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_backend_runs_every_graph_like_numpy(toy, backend):
+    folder, ref = toy
+    runners = load_graphs(Manifest.load(folder), backend=backend)
+    assert set(runners) == set(GRAPH_NAMES)
+    for name, runner in runners.items():
+        assert runner.spec == Manifest.load(folder).entry("onnx", name).spec
+        feeds = runner.spec.example_inputs(seed=1)
+        out = runner.run(feeds)
+        assert list(out) == list(runner.spec.output_names)
+        got = out[runner.spec.output_names[0]]
+        assert got.dtype == np.float32 and got.shape == runner.spec.outputs[0].shape
+        want = ref[name](**{k: v.astype(np.float64) for k, v in feeds.items()})
+        err = np.abs(got - want).max()
+        assert err < TOY_TOL[backend], f"{backend} {name}: max abs error {err}"
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_inputs_bind_by_name_not_order(toy, backend):
+    folder, ref = toy
+    runner = load_graph(Manifest.load(folder), "unet", backend=backend)
+    feeds = runner.spec.example_inputs(seed=2)
+    reordered = dict(reversed(list(feeds.items())))
+    a, b = runner.run(feeds)["out"], runner.run(reordered)["out"]
+    np.testing.assert_array_equal(a, b)
+    # float64 feeds are cast to the spec's float32
+    c = runner.run({k: v.astype(np.float64) for k, v in feeds.items()})["out"]
+    np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_feeds_are_checked_against_the_spec(toy, backend):
+    folder, _ = toy
+    runner = load_graph(Manifest.load(folder), "unet", backend=backend)
+    feeds = runner.spec.example_inputs()
+    with pytest.raises(GraphError, match=r"missing \['y'\]"):
+        runner.run({k: v for k, v in feeds.items() if k != "y"})
+    with pytest.raises(GraphError, match=r"unexpected \['vector'\]"):
+        runner.run({**feeds, "vector": feeds["y"]})
+    with pytest.raises(GraphError, match=r"'x' must have shape \(42, 8, 8, 8\), got \(21, 8, 8, 8\)"):
+        runner.run({**feeds, "x": feeds["x"][:21]})
+
+
+def test_engine_failures_become_graph_errors(toy):
+    runner = load_graph(Manifest.load(toy[0]), "unet", backend="onnxruntime")
+
+    class Exploding:
+        def run(self, names, feeds):
+            raise RuntimeError("Failed to allocate memory for requested buffer of size 123\nstack ...")
+
+    runner.session = Exploding()
+    with pytest.raises(GraphError, match=r"graph unet failed on onnxruntime: RuntimeError: Failed to allocate "
+                                         r"memory for requested buffer of size 123 \["):
+        runner.run(runner.spec.example_inputs())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the graph file against the manifest
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_graph_inputs_differing_from_manifest_are_refused(toy, tmp_path, backend):
+    folder = _copy(toy[0], tmp_path)
+    fmt = "onnx" if backend == "onnxruntime" else "mindir"
+
+    def rename(d):
+        d["graphs"][fmt]["unet"]["inputs"][3]["name"] = "vector"
+    edit_manifest(folder, rename)
+    with pytest.raises(GraphError, match=r"inputs .*'y'.* do not match the manifest's .*'vector'"):
+        load_graph(Manifest.load(folder), "unet", backend=backend)
+
+    folder2 = _copy(toy[0], tmp_path / "b")
+
+    def reshape(d):
+        d["graphs"][fmt]["unet"]["inputs"][2]["shape"] = [42, 1, 16]
+    edit_manifest(folder2, reshape)
+    with pytest.raises(GraphError, match=r"'context' has shape \(42, 1, 32\) in the graph file but \(42, 1, 16\)"):
+        load_graph(Manifest.load(folder2), "unet", backend=backend)
+
+
+def test_mindspore_checks_argument_order(toy, tmp_path):
+    """GraphCell binds by position: a manifest listing the inputs in another order than the graph is refused."""
+    folder = _copy(toy[0], tmp_path)
+
+    def swap(d):
+        ins = d["graphs"]["mindir"]["unet"]["inputs"]
+        ins[2], ins[3] = ins[3], ins[2]
+    edit_manifest(folder, swap)
+    with pytest.raises(GraphError, match="order matters"):
+        load_graph(Manifest.load(folder), "unet", backend="mindspore")
+
+
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
+    folder = _copy(toy[0], tmp_path)
+    m = Manifest.load(folder)
+    fmt = "onnx" if backend == "onnxruntime" else "mindir"
+    path = folder / m.entry(fmt, "unet").model_file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF                                  # one flipped byte, same size
+    path.write_bytes(bytes(data))
+    with pytest.raises(GraphError, match=r"sha256 .* does not match the manifest"):
+        load_graphs(m, backend=backend)
+    m.verify_files(fmt, checksums=False)                          # size-only check passes: the flip is invisible
+    path.write_bytes(bytes(data[:-10]))                           # truncated: caught even without hashing
+    with pytest.raises(GraphError, match="truncated or replaced"):
+        load_graphs(m, backend=backend, checksums=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# selection and devices
+
+
+def test_auto_picks_mslite_then_onnxruntime_then_mindspore(toy, monkeypatch):
+    import runtime.backends as B
+
+    m = Manifest.load(toy[0])
+    installed = {"mslite": True, "onnxruntime": True, "mindspore": True}
+    monkeypatch.setattr(B, "backend_available",
+                        lambda n, try_import=False: (installed[n], "" if installed[n] else "not installed"))
+    assert resolve_backend("auto", m) == "mslite"
+    installed["mslite"] = False
+    assert resolve_backend("auto", m) == "onnxruntime"
+    installed["onnxruntime"] = False
+    assert resolve_backend("auto", m) == "mindspore"
+    installed["mindspore"] = False
+    with pytest.raises(BackendError, match="no backend can run this export"):
+        resolve_backend("auto", m)
+
+
+def test_auto_skips_an_engine_that_is_found_but_does_not_import(toy, monkeypatch):
+    import runtime.backends as B
+
+    if backend_available("mslite", try_import=True)[0]:
+        pytest.skip("mindspore_lite imports here")
+    monkeypatch.setattr(B, "is_importable", lambda package: True)      # e.g. a wheel for another CPU/ABI
+    assert B.backend_available("mslite")[0]
+    ok, why = B.backend_available("mslite", try_import=True)
+    assert not ok and "installed but does not import" in why
+    assert resolve_backend("auto", Manifest.load(toy[0])) == "onnxruntime"
+
+
+def test_auto_follows_the_formats_present(toy, tmp_path):
+    folder = _copy(toy[0], tmp_path)
+    edit_manifest(folder, lambda d: d["graphs"].pop("onnx"))
+    m = Manifest.load(folder)
+    expected = "mslite" if backend_available("mslite")[0] else "mindspore"
+    assert resolve_backend("auto", m) == expected
+    with pytest.raises(BackendError, match="reads onnx graphs, and the export .* has none"):
+        resolve_backend("onnxruntime", m)
+
+
+def test_unknown_backend_and_device_are_refused(toy):
+    m = Manifest.load(toy[0])
+    with pytest.raises(BackendError, match="unknown backend"):
+        resolve_backend("tensorrt", m)
+    with pytest.raises(BackendError, match="unknown device"):
+        DeviceSpec("tpu")
+    with pytest.raises(BackendError, match="invalid device id"):
+        DeviceSpec("cuda", -1)
+
+
+def test_onnxruntime_cuda_requested_but_missing_is_a_clear_error(toy):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the missing-provider error cannot occur")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider.*onnxruntime-gpu"):
+        load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime", device="cuda")
+
+
+def test_onnxruntime_on_cuda_matches_cpu(toy):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu with a CUDA device")
+    m = Manifest.load(toy[0])
+    cpu = load_graph(m, "unet", backend="onnxruntime")
+    gpu = load_graph(m, "unet", backend="onnxruntime", device="cuda")
+    feeds = cpu.spec.example_inputs(3)
+    np.testing.assert_allclose(gpu.run(feeds)["out"], cpu.run(feeds)["out"], atol=1e-4)
+
+
+def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy):
+    m = Manifest.load(toy[0])
+    try:
+        load_graph(m, "clip_encoder", backend="mindspore", device="cuda")
+    except BackendError as e:
+        assert "mindspore cannot run on cuda:0 (GPU)" in str(e) and "--device cpu" in str(e)
+    else:
+        pytest.skip("this mindspore runs on GPU")
+    runner = load_graph(m, "clip_encoder", backend="mindspore")            # the process still works on CPU
+    assert runner.run(runner.spec.example_inputs())["embedding"].shape == (1, 32)
+
+
+def test_threads_option_reaches_onnxruntime(toy):
+    runner = load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime",
+                        options=RunOptions(intra_op_threads=1))
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MindSpore Lite
+
+
+def test_graph_input_names_lose_their_prefix():
+    assert graph_input_name("24_1___main___Net_construct_17:timesteps") == "timesteps"
+    assert graph_input_name("x") == "x"
+
+
+def test_mslite_binds_engine_tensors_by_name():
+    from runtime.backends.mslite_backend import bind_inputs
+    from runtime.specs import ExportShapes, graph_specs
+    from configs import load_config
+
+    spec = graph_specs(load_config("sv3d_u_tiny"), ExportShapes(64, 21, 42, 14))["unet"]
+    assert bind_inputs(spec, ["g:y", "g:x", "g:context", "g:timesteps"], "p") == [3, 0, 2, 1]
+    with pytest.raises(GraphError, match=r"model's inputs .* do not match the manifest's"):
+        bind_inputs(spec, ["input_0", "input_1", "input_2", "input_3"], "p")
+    check_engine_inputs(spec, [("g:" + t.name, t.shape) for t in spec.inputs], backend="mslite", path="p",
+                        ordered=False)
+
+
+def test_mslite_context_sets_target_and_device_id():
+    """The documented Context layout (target list; cpu/gpu/ascend sub-contexts), checked on a stand-in object."""
+    from runtime.backends.mslite_backend import make_context
+
+    def fake_module():
+        ctx = types.SimpleNamespace(target=None, cpu=types.SimpleNamespace(thread_num=0),
+                                    gpu=types.SimpleNamespace(device_id=0), ascend=types.SimpleNamespace(device_id=0))
+        return types.SimpleNamespace(Context=lambda: ctx)
+
+    ctx = make_context(fake_module(), DeviceSpec("ascend", 3), RunOptions(intra_op_threads=2))
+    assert ctx.target == ["ascend"] and ctx.ascend.device_id == 3 and ctx.cpu.thread_num == 2
+    ctx = make_context(fake_module(), DeviceSpec("cuda", 1), RunOptions())
+    assert ctx.target == ["gpu"] and ctx.gpu.device_id == 1 and ctx.cpu.thread_num == 0
+    assert make_context(fake_module(), DeviceSpec("cpu"), RunOptions()).target == ["cpu"]
+
+
+def test_mslite_unavailable_is_a_clear_error(toy):
+    if backend_available("mslite")[0]:
+        pytest.skip("mindspore_lite is installed here")
+    with pytest.raises(BackendError, match="backend 'mslite' is not available: the Python package "
+                                           "'mindspore_lite' is not installed"):
+        load_graphs(Manifest.load(toy[0]), backend="mslite")
+
+
+def test_mslite_runs_every_graph_like_numpy(toy):
+    try:
+        import mindspore_lite  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"mindspore_lite is not importable here ({e}); PyPI has no wheel for this Python")
+    folder, ref = toy
+    for name, runner in load_graphs(Manifest.load(folder), backend="mslite").items():
+        feeds = runner.spec.example_inputs(seed=1)
+        got = runner.run(feeds)[runner.spec.output_names[0]]
+        want = ref[name](**{k: v.astype(np.float64) for k, v in feeds.items()})
+        assert np.abs(got - want).max() < TOY_TOL["mindspore"]
