@@ -1,0 +1,60 @@
+"""python -m export -c sv3d_u -k sv3d_u.safetensors -o graphs/sv3d_u [--resolution 576] [--dtype fp16] ...
+
+Exit status: 0 exported and published; 2 bad options, config, checkpoint or output folder (nothing written);
+3 an exported graph failed its parity gate; 1 the exporter itself failed. Nothing is published unless 0.
+"""
+import logging
+import os
+import sys
+from typing import Optional
+
+EXIT_USAGE, EXIT_EXPORT, EXIT_PARITY = 2, 1, 3
+
+
+def main(argv: Optional[list] = None) -> int:
+    from argparse_dataclass import ArgumentParser
+
+    from configs import ConfigError
+    from models.checkpoint import CheckpointError
+    from .api import export_graphs, plan, run
+    from .errors import ExportError, ParityError
+    from .options import ExportOptions
+
+    parser = ArgumentParser(ExportOptions, prog="python -m export",
+                            description="Export SV3D (config + official checkpoint) to static-shape MindIR/ONNX "
+                                        "graphs with a manifest.json, each graph checked against the eager model.")
+    opts = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        p = plan(opts)
+    except (ConfigError, CheckpointError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = run(p)
+    except ParityError as e:
+        print(f"error: parity gate failed, nothing was published: {e}", file=sys.stderr)
+        return EXIT_PARITY
+    except (ConfigError, CheckpointError, ExportError) as e:
+        print(f"error: {e} (nothing was published)", file=sys.stderr)
+        return EXIT_EXPORT
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published", file=sys.stderr)
+        return 130
+    m = result.manifest
+    for fmt in m.formats():
+        for name, entry in m.graphs[fmt].items():
+            g = result.graphs[name]
+            errs = g.get("results", {}).get(fmt, {})
+            check = f"{g['gate']} rel_l2 {errs['rel_l2']:.2e}" if errs else g["gate"]
+            print(f"{fmt:6s} {name:12s} {sum(f.bytes for f in entry.files) / 1e6:10.1f} MB  "
+                  f"export {g['formats'][fmt]['export_seconds']:7.1f} s  parity {check}")
+    print(f"{result.out}: exported in {result.seconds:.1f} s, peak RSS {result.peak_rss_bytes / 1e9:.2f} GB "
+          f"(largest child process {result.peak_worker_rss_bytes / 1e9:.2f} GB)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GLOG_v", "3")      # MindSpore: errors only (set before it is imported)
+    sys.exit(main())

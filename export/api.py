@@ -1,0 +1,409 @@
+"""Export SV3D to static-shape graphs: config + official checkpoint -> folder of MindIR/ONNX graphs + manifest.json.
+
+    from export import ExportOptions, export_graphs
+    result = export_graphs(ExportOptions(config="sv3d_u", checkpoint="sv3d_u.safetensors", out="graphs/sv3d_u"))
+
+(Worker processes are spawned, so a script calling this needs the usual `if __name__ == "__main__":` guard.)
+
+Two phases:
+1. `plan(options)`: everything that can be checked without MindSpore -- config, shapes (ExportShapes.validate),
+   formats, the checkpoint header against the config (models.checkpoint.CheckpointError), the output folder and
+   the free disk space. User errors surface here, in about a second.
+2. `run(plan)`: per graph (clip_encoder, vae_encoder, unet, vae_decoder), a fresh wrapper Cell (export/wrappers.py)
+   is loaded and traced to MindIR, the ONNX graph exported from that MindIR, every file loaded by its own engine
+   and checked against the spec, and the graph gated against the eager Cell (export/parity.py). Steps that hold
+   a large graph's weights run in worker processes (export/workers.py: MindSpore never frees what it compiled).
+   The manifest is written last and the staging folder renamed into place (export/staging.py).
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+from configs import ConfigError, SV3DConfig, load_config
+from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, pipeline_constants, sha256_file
+from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
+from . import parity, staging, workers
+from .components import graph_weight_bytes
+from .errors import ExportError, ParityError
+from .options import DTYPES, ISOLATE_CHOICES, ONNX_SOURCES, UNET_BATCHES, ExportOptions
+
+log = logging.getLogger("export")
+
+SCRATCH = ".scratch"                 # inside the staging folder: raw exporter output, twin graphs
+DISK_MARGIN = 1.05
+ISOLATE_BYTES = 2 ** 30             # --isolate auto: graphs with more weight bytes run their steps in workers
+ATTENTION_WARN_BYTES = 4 * 2 ** 30   # a plain-attention score matrix above this gets a hint at --attention-chunk
+
+
+@dataclass(frozen=True)
+class Plan:
+    cfg: SV3DConfig
+    shapes: ExportShapes
+    formats: Tuple[str, ...]
+    parity: str
+    max_gflop: float
+    checkpoint: Path
+    out: Path
+    overwrite: bool
+    seed: int = 0
+    onnx_source: str = "auto"
+    isolate: str = "auto"
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: Manifest
+    seconds: float
+    peak_rss_bytes: int
+    peak_worker_rss_bytes: int = 0
+    graphs: Dict[str, dict] = field(default_factory=dict)    # per graph: files, timings, parity
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+def parse_formats(text: str) -> Tuple[str, ...]:
+    items = [s.strip().lower() for s in str(text).split(",") if s.strip()]
+    bad = [s for s in items if s not in FORMATS]
+    if not items or bad:
+        raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {text!r}")
+    return tuple(f for f in FORMATS if f in items)
+
+
+def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
+    if options.unet_batch not in UNET_BATCHES:
+        raise ExportError(f"--unet-batch must be one of {list(UNET_BATCHES)}, got {options.unet_batch!r}")
+    if options.dtype not in DTYPES:
+        raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {options.dtype!r}")
+    t = cfg.num_frames
+    shapes = ExportShapes(
+        resolution=cfg.resolution if options.resolution is None else int(options.resolution),
+        num_frames=t,
+        unet_batch=2 * t if options.unet_batch == "2T" else t,
+        decode_chunk=cfg.decode_chunk if options.decode_chunk is None else int(options.decode_chunk),
+        dtype=DTYPES[options.dtype],
+        attention_chunk=int(options.attention_chunk))
+    shapes.validate(cfg.latent_factor, parity.unet_down(cfg))
+    return shapes
+
+
+def _bytes_needed(cfg: SV3DConfig, shapes: ExportShapes, formats, gate: str) -> int:
+    """Disk an export needs at its peak: every graph in every format, plus one graph's raw exporter output and
+    (twin gate) its twin, which carries the same weights."""
+    per_graph = [graph_weight_bytes(cfg, name, shapes.dtype) for name in GRAPH_NAMES]
+    extra = max(per_graph) * (2 if gate != "full" else 1)
+    return int((sum(per_graph) + extra) * len(formats) * DISK_MARGIN)
+
+
+def attention_scores_bytes(cfg: SV3DConfig, shapes: ExportShapes) -> int:
+    """Largest softmax(QK^T) score matrix one plain attention call of the exported graphs holds (0 if chunked).
+
+    UNet spatial self-attention at down-sampling ds: (B * heads, N, N) with N = (latent / ds)^2 and
+    heads = channels / num_head_channels; the VAE mid block: single head over all latent positions per frame.
+    """
+    if shapes.attention_chunk > 0:
+        return 0
+    u, item = cfg.unet, np.dtype(shapes.dtype).itemsize
+    lat = shapes.resolution // cfg.latent_factor
+    sizes = [shapes.decode_chunk * (lat * lat) ** 2 * item]
+    for level, mult in enumerate(u.channel_mult):
+        ds = 2 ** level
+        if ds in u.attention_resolutions:
+            heads = u.model_channels * mult // u.num_head_channels
+            sizes.append(shapes.unet_batch * heads * ((lat // ds) ** 2) ** 2 * item)
+    return max(sizes)
+
+
+def plan(options: ExportOptions) -> Plan:
+    """Validate every option, the checkpoint and the destination; no MindSpore needed. Raises ConfigError,
+    CheckpointError or ExportError with what was expected and what was got."""
+    from models.checkpoint import CheckpointReader
+
+    cfg = load_config(options.config)
+    shapes = _shapes(cfg, options)
+    formats = parse_formats(options.formats)
+    if options.parity not in parity.GATES:
+        raise ExportError(f"--parity must be one of {list(parity.GATES)}, got {options.parity!r}")
+    if options.isolate not in ISOLATE_CHOICES:
+        raise ExportError(f"--isolate must be one of {list(ISOLATE_CHOICES)}, got {options.isolate!r}")
+    if options.onnx_source not in ONNX_SOURCES:
+        raise ExportError(f"--onnx-source must be one of {list(ONNX_SOURCES)}, got {options.onnx_source!r}")
+    if not options.parity_max_gflop >= 0:
+        raise ExportError(f"--parity-max-gflop must be >= 0, got {options.parity_max_gflop}")
+    checkpoint = Path(options.checkpoint).expanduser()
+    CheckpointReader(checkpoint, cfg)                        # header + layout against the config
+    out = Path(options.out).expanduser().absolute()
+    staging.check_destination(out, options.overwrite)
+    p = Plan(cfg=cfg, shapes=shapes, formats=formats, parity=options.parity,
+             max_gflop=float(options.parity_max_gflop), checkpoint=checkpoint.absolute(), out=out,
+             overwrite=bool(options.overwrite), seed=int(options.seed), onnx_source=options.onnx_source,
+             isolate=options.isolate)
+    probe = out.parent
+    while not probe.exists():
+        probe = probe.parent
+    need, free = _bytes_needed(cfg, shapes, formats, options.parity), shutil.disk_usage(probe).free
+    if need > free:
+        raise ExportError(f"not enough disk space for the export in {probe}: about {need / 1e9:.1f} GB needed "
+                          f"(graphs in {len(formats)} format(s) plus scratch), {free / 1e9:.1f} GB free")
+    scores = attention_scores_bytes(cfg, shapes)
+    if scores > ATTENTION_WARN_BYTES:
+        log.warning(f"note: with plain attention one score matrix of these graphs takes {scores / 2 ** 30:.1f} GiB "
+                    f"at run time; --attention-chunk 1024 bounds it (the export itself does not run it)")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _files(paths: List[Path], root: Path) -> Tuple[GraphFile, ...]:
+    return tuple(GraphFile(_rel(p, root), sha256_file(p), p.stat().st_size) for p in paths)
+
+
+def _peak_rss(who: int = resource.RUSAGE_SELF) -> int:
+    """Peak resident memory of this process (RUSAGE_SELF) or of its largest finished worker (RUSAGE_CHILDREN)."""
+    return resource.getrusage(who).ru_maxrss * 1024        # Linux reports KiB
+
+
+def _tools() -> dict:
+    import mindspore
+
+    tools = {"mindspore": mindspore.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            tools[mod] = __import__(mod).__version__
+        except ImportError:
+            tools[mod] = None
+    return tools
+
+
+def check_graph(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path):
+    """Load `model` in its own engine and compare what it declares with the spec (plus ONNX's strict shape
+    inference); returns the engine. Raises ParityError naming every difference."""
+    from . import mindir, onnx_io
+
+    engines = {"mindir": mindir.Engine, "onnx": onnx_io.Engine}
+    try:
+        engine = engines[fmt](model)
+    except Exception as e:
+        raise ParityError(f"graph {name} ({fmt}, {model.name}) does not load in its engine: "
+                          f"{type(e).__name__}: {str(e).strip()[:800]}") from e
+    problems = engine.io_problems(spec)
+    if fmt == "onnx":
+        problems += onnx_io.shape_problems(model, spec, scratch)
+    if problems:
+        raise ParityError(f"graph {name} ({fmt}, {model.name}) does not match its spec:\n  " +
+                          "\n  ".join(problems))
+    return engine
+
+
+class Exporter:
+    """One run: the plan, the staging folder, and the per-graph work (each weight-holding step through
+    export/workers.py, in a worker process for large graphs)."""
+
+    def __init__(self, p: Plan, root: Path):
+        self.p = p
+        self.root = root
+        self.scratch = root / SCRATCH
+
+    def isolated(self, name: str) -> bool:
+        """--isolate on/off, or auto: worker processes for graphs whose weights exceed ISOLATE_BYTES."""
+        if self.p.isolate != "auto":
+            return self.p.isolate == "on"
+        return graph_weight_bytes(self.p.cfg, name, self.p.shapes.dtype) > ISOLATE_BYTES
+
+    def write_graph(self, name: str, shapes: ExportShapes, out_root: Path, iso: bool
+                    ) -> Dict[str, Tuple[Path, List[Path], float]]:
+        """Write graph `name` in every requested format under `out_root/<format>/`: {format: (model, files, s)}.
+
+        The Cell is traced once, to MindIR (into scratch when MindIR is not requested); the ONNX graph is exported
+        from that MindIR's GraphCell (onnx_source "mindir": ten times faster than tracing the Cell again, but
+        `mindspore.load` peaks at about twice the weights) or from a fresh Cell (onnx_source "cell": about 1.3x
+        the weights). "auto" takes the GraphCell for graphs exported in-process, the Cell for large graphs.
+        """
+        from . import mindir
+
+        p, written = self.p, {}
+        spec = graph_specs(p.cfg, shapes)[name]
+        folder = out_root / "mindir" if "mindir" in p.formats else self.scratch / "mindir_source"
+        t0 = time.perf_counter()
+        model, files = self._guard(name, "mindir", workers.call, iso, workers.write_mindir, p, name, shapes, folder)
+        if "mindir" in p.formats:
+            written["mindir"] = (model, files, time.perf_counter() - t0)
+        if "onnx" in p.formats:
+            t0 = time.perf_counter()
+            from_mindir = p.onnx_source == "mindir" or (p.onnx_source == "auto" and not iso)
+            if from_mindir:
+                got = [mindir.argument_name(n) for n, _, _ in mindir.declared_io(model)[0]]
+                if got != list(spec.input_names):
+                    raise ParityError(f"graph {name}: MindIR inputs {got} are not the spec's {list(spec.input_names)}")
+            work = self.scratch / f"onnx_{name}"
+            try:
+                raw = self._guard(name, "onnx", workers.call, iso, workers.export_onnx_raw, p, name, shapes,
+                                  model if from_mindir else None, work)
+                onnx_model, onnx_files = self._guard(name, "onnx", workers.call, iso, workers.pack_onnx, raw, spec,
+                                                     out_root / "onnx", from_mindir)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            written["onnx"] = (onnx_model, onnx_files, time.perf_counter() - t0)
+        if "mindir" not in p.formats:
+            shutil.rmtree(folder, ignore_errors=True)
+        return written
+
+    @staticmethod
+    def _guard(name: str, fmt: str, fn: Callable, *args):
+        """Run an exporter step; its failures become ExportError naming the graph and format."""
+        try:
+            return fn(*args)
+        except (ExportError, ConfigError):
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ExportError(f"exporting graph {name} to {fmt} failed: {type(e).__name__}: {first}") from e
+
+    def check_all(self, name: str, written, spec: GraphSpec, iso: bool, run: bool) -> Dict[str, dict]:
+        """Every written file loaded by its engine, declared I/O checked, and run on the example inputs if `run`."""
+        return {fmt: workers.call(iso, workers.check, fmt, name, model, spec, self.scratch,
+                                  self.p.seed if run else None)
+                for fmt, (model, _, _) in written.items()}
+
+    def numeric_gate(self, name: str, checks: Dict[str, dict], spec: GraphSpec, ref: np.ndarray) -> Dict[str, dict]:
+        tol = parity.TOLERANCE[spec.outputs[0].dtype]
+        results = {}
+        for fmt, info in checks.items():
+            r = parity.compare(info["output"], ref)
+            r.update(tolerance=tol, passed=bool(r["rel_l2"] <= tol))
+            results[fmt] = r
+        failed = {f: r for f, r in results.items() if not r["passed"]}
+        if failed:
+            raise ParityError(f"graph {name}: exported graph disagrees with the eager Cell beyond the tolerance "
+                              f"{tol:g} (relative L2): " + "; ".join(
+                                  f"{f} rel_l2 {r['rel_l2']:.3g} max_abs {r['max_abs']:.3g}"
+                                  f"{' (' + r['problem'] + ')' if 'problem' in r else ''}"
+                                  for f, r in failed.items()))
+        return results
+
+    def export_graph(self, name: str, spec: GraphSpec) -> Tuple[Dict[str, GraphEntry], dict]:
+        p = self.p
+        gate, reason = parity.choose_gate(p.parity, p.cfg, name, p.shapes, p.max_gflop)
+        iso = self.isolated(name)
+        report = {"gate": gate, "reason": reason, "isolated": iso, "formats": {}}
+        first_step = len(workers.STEP_PEAKS)
+        written = self.write_graph(name, p.shapes, self.root, iso)
+        t0 = time.perf_counter()
+        checks = self.check_all(name, written, spec, iso, run=gate == "full")
+        entries = {}
+        for fmt, (model, files, t_write) in written.items():
+            entry = GraphEntry(spec, fmt, _rel(model, self.root), _files(files, self.root))
+            size = sum(f.bytes for f in entry.files)
+            report["formats"][fmt] = {"model_file": entry.model_file, "bytes": size, "files": len(entry.files),
+                                      "export_seconds": round(t_write, 3),
+                                      "engine_inputs": checks[fmt]["engine_inputs"],
+                                      "engine_outputs": checks[fmt]["engine_outputs"]}
+            entries[fmt] = entry
+            log.info(f"  {name} [{fmt}] written in {t_write:.1f} s: {len(files)} file(s), {size / 1e6:.1f} MB")
+        log.info(f"  {name}: every file loads in its engine with the spec's inputs/outputs "
+                 f"({time.perf_counter() - t0:.1f} s{', runs included' if gate == 'full' else ''})")
+        t0 = time.perf_counter()
+        if gate == "full":
+            ref = workers.call(iso, workers.eager_output, p, name, p.shapes)
+            report["check_shapes"] = p.shapes.to_dict()
+            report["results"] = self.numeric_gate(name, checks, spec, ref)
+        elif gate == "twin":
+            report.update(self.twin_gate(name, iso))
+        report["gate_seconds"] = round(time.perf_counter() - t0, 3)
+        if iso:
+            steps = workers.STEP_PEAKS[first_step:]
+            report["worker_peak_rss_bytes"] = [[n, b] for n, b in steps]
+            log.info("  " + name + " worker peak RSS: " + ", ".join(f"{n} {b / 1e9:.1f} GB" for n, b in steps))
+        if "results" in report:
+            errs = ", ".join(f"{f} {r['rel_l2']:.2e}" for f, r in report["results"].items())
+            log.info(f"  {name} parity {gate} ({reason}): rel_l2 {errs} <= {parity.TOLERANCE[p.shapes.dtype]:g} "
+                     f"({report['gate_seconds']:.1f} s)")
+        else:
+            log.info(f"  {name} parity off: load and I/O checks only")
+        return entries, report
+
+    def twin_gate(self, name: str, iso: bool = False) -> dict:
+        """Export the reduced-shape twin of graph `name` to scratch, run it in its engines, compare, delete it."""
+        p = self.p
+        tshapes = parity.twin_shapes(p.cfg, p.shapes)
+        tspec = graph_specs(p.cfg, tshapes)[name]
+        folder = self.scratch / "twin"
+        try:
+            written = self.write_graph(name, tshapes, folder, iso)
+            checks = self.check_all(name, written, tspec, iso, run=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        ref = workers.call(iso, workers.eager_output, p, name, tshapes)
+        return {"check_shapes": tshapes.to_dict(), "results": self.numeric_gate(name, checks, tspec, ref)}
+
+
+def run(p: Plan) -> ExportResult:
+    """Export every graph of the plan into a staging folder and publish it (module docstring)."""
+    t_start = time.perf_counter()
+    specs = graph_specs(p.cfg, p.shapes)
+    root = staging.begin(p.out)
+    try:
+        exporter = Exporter(p, root)
+        log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
+                 f"{p.shapes.resolution} px, {p.shapes.num_frames} frames, unet batch {p.shapes.unet_batch}, "
+                 f"decode chunk {p.shapes.decode_chunk}, {p.shapes.dtype}, attention chunk "
+                 f"{p.shapes.attention_chunk or 'off'}, formats {','.join(p.formats)}, parity {p.parity}")
+        graphs: Dict[str, Dict[str, GraphEntry]] = {fmt: {} for fmt in p.formats}
+        reports = {}
+        for i, name in enumerate(GRAPH_NAMES, 1):
+            t0 = time.perf_counter()
+            log.info(f"[{i}/{len(GRAPH_NAMES)}] {name}")
+            entries, report = exporter.export_graph(name, specs[name])
+            for fmt, entry in entries.items():
+                graphs[fmt][name] = entry
+            report["seconds"] = round(time.perf_counter() - t0, 3)
+            reports[name] = report
+            log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {_peak_rss() / 1e9:.2f} GB, "
+                     f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
+        shutil.rmtree(root / SCRATCH, ignore_errors=True)
+        manifest = Manifest(
+            root=p.out, variant=p.cfg.variant, config=p.cfg.to_dict(), config_sha256=p.cfg.sha256(),
+            shapes=p.shapes, graphs=graphs, constants=pipeline_constants(p.cfg, p.shapes), tools=_tools(),
+            source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,
+                    "reference": "eager MindSpore Cell (PyNative, float32 weights)",
+                    "metric": "relative L2 ||graph - eager|| / ||eager|| on spec.example_inputs(seed)",
+                    "graphs": reports})
+        manifest.save(root)
+        check = Manifest.load(root)                     # what the runtime will read, read back before publishing
+        for fmt in check.formats():
+            check.verify_files(fmt, checksums=False)
+        staging.publish(root, p.out, p.overwrite)
+    except BaseException:
+        staging.abandon(root)
+        raise
+    seconds = time.perf_counter() - t_start
+    peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
+    log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
+             f"{peak_workers / 1e9:.2f} GB)")
+    return ExportResult(out=p.out, manifest=Manifest.load(p.out), seconds=seconds, peak_rss_bytes=peak,
+                        peak_worker_rss_bytes=peak_workers, graphs=reports)
+
+
+def export_graphs(options: ExportOptions) -> ExportResult:
+    """plan + run. Raises ConfigError / CheckpointError / ExportError (ParityError) for anything a user can fix."""
+    return run(plan(options))

@@ -1,0 +1,12 @@
+"""Errors of `python -m export` that a user can cause or must know about (the CLI prints them, no traceback)."""
+from __future__ import annotations
+
+from runtime.errors import SV3DError
+
+
+class ExportError(SV3DError):
+    """Bad export options, an unusable output folder, not enough disk, or an exporter that failed."""
+
+
+class ParityError(ExportError):
+    """An exported graph does not load, declares the wrong inputs/outputs, or disagrees with the eager Cell."""

@@ -1,0 +1,48 @@
+"""What an export is asked to do: the CLI's options, also the API's request (`export.export_graphs(options)`).
+
+No `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .parity import DEFAULT_MAX_GFLOP, GATES
+
+UNET_BATCHES = ("2T", "T")
+DTYPES = {"fp32": "float32", "fp16": "float16"}
+DEFAULT_FORMATS = "mindir,onnx"
+ONNX_SOURCES = ("auto", "mindir", "cell")
+ISOLATE_CHOICES = ("auto", "on", "off")
+
+
+@dataclass
+class ExportOptions:
+    config: str = field(metadata=dict(args=["-c", "--config"],
+                                      help="bundled config name (sv3d_u, sv3d_p, sv3d_u_tiny, ...) or a YAML path"))
+    checkpoint: str = field(metadata=dict(args=["-k", "--checkpoint"],
+                                          help="official-layout .safetensors checkpoint of that variant"))
+    out: str = field(metadata=dict(args=["-o", "--out"],
+                                   help="output folder; must not exist unless --overwrite"))
+    resolution: Optional[int] = field(default=None, metadata=dict(
+        help="square image size in pixels, a multiple of latent_factor x UNet down-sampling (default: config)"))
+    decode_chunk: Optional[int] = field(default=None, metadata=dict(
+        help="frames per VAE-decoder call, 1..num_frames; the runtime pads the last chunk (default: config)"))
+    unet_batch: str = field(default="2T", metadata=dict(
+        choices=list(UNET_BATCHES), help="UNet batch: 2T = both CFG branches per call, T = one branch per call"))
+    attention_chunk: int = field(default=0, metadata=dict(
+        help="query-chunk size of memory-bounded attention; 0 = plain attention (the full score matrix)"))
+    dtype: str = field(default="fp32", metadata=dict(choices=list(DTYPES), help="weights and graph I/O dtype"))
+    formats: str = field(default=DEFAULT_FORMATS, metadata=dict(help="comma-separated subset of mindir,onnx"))
+    parity: str = field(default="auto", metadata=dict(
+        choices=list(GATES), help="parity gate: full (real size), twin (reduced-shape twin), auto (full when "
+                                  "cheap), off (load checks only)"))
+    parity_max_gflop: float = field(default=DEFAULT_MAX_GFLOP, metadata=dict(
+        help="auto gate: largest FLOP count (in GFLOP) of one graph call that still runs the full-size check"))
+    onnx_source: str = field(default="auto", metadata=dict(
+        choices=list(ONNX_SOURCES), help="trace ONNX from the MindIR's GraphCell (fast) or from the Cell again "
+                                         "(less memory); auto = GraphCell unless the graph runs in workers"))
+    isolate: str = field(default="auto", metadata=dict(
+        choices=list(ISOLATE_CHOICES), help="run each weight-holding step in a worker process (MindSpore keeps "
+                                            "compiled weights until exit); auto = for graphs over 1 GiB"))
+    seed: int = field(default=0, metadata=dict(help="seed of the tracing and parity inputs"))
+    overwrite: bool = field(default=False, metadata=dict(help="replace an existing export folder"))
+    quiet: bool = field(default=False, metadata=dict(help="no progress lines"))

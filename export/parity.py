@@ -1,0 +1,81 @@
+"""The parity gate: every exported graph, loaded by its own engine, against the eager MindSpore Cell.
+
+Gates (--parity):
+  full  the real-size graph on spec.example_inputs(), engine vs eager fp32 Cell;
+  twin  a reduced-shape twin of the same graph (same weights, same wrapper, same dtype and attention chunking)
+        exported to a scratch folder and compared there; the real-size files are only loaded and their declared
+        inputs/outputs checked (plus ONNX's strict shape inference). For full-size SV3D a real-size forward costs
+        tens of TFLOP (and MindSpore's CPU 3x3 convolution runs at ~1 GFLOP/s), which a gate cannot afford;
+  auto  full where the counted FLOPs of one call are at most --parity-max-gflop, else twin;
+  off   load and declared-I/O checks only.
+
+The twin takes the smallest valid shapes: resolution = latent_factor x UNet down-sampling (one latent pixel at
+the deepest UNet level), as many frames as the temporal kernel is long (every temporal tap meets a real
+frame), one CFG branch per UNet call, two frames per decoder call (a batch > 1), and, when attention is
+chunked, a chunk small enough that the twin's attention is chunked too, with a ragged last chunk.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from runtime.specs import ExportShapes
+
+GATES = ("auto", "full", "twin", "off")
+# shared/reference/oracle/README.md, "How close is close enough": fp32 below 1e-4 relative L2, fp16 below 1e-2
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+DEFAULT_MAX_GFLOP = 10.0
+TWIN_DECODE_CHUNK = 2
+
+
+def unet_down(cfg) -> int:
+    return 2 ** (len(cfg.unet.channel_mult) - 1)
+
+
+def twin_shapes(cfg, shapes: ExportShapes) -> ExportShapes:
+    """The smallest valid shapes that still run every code path of the real-size graph (module docstring)."""
+    resolution = cfg.latent_factor * unet_down(cfg)
+    frames = min(shapes.num_frames, cfg.unet.video_kernel_size[0])
+    chunk = 0
+    if shapes.attention_chunk > 0:
+        tokens = (resolution // cfg.latent_factor) ** 2      # per frame at the top latent level
+        chunk = min(shapes.attention_chunk, tokens // 3 + 1)  # three chunks, the last one shorter
+    return ExportShapes(resolution=resolution, num_frames=frames, unet_batch=frames,
+                        decode_chunk=min(TWIN_DECODE_CHUNK, frames), dtype=shapes.dtype, attention_chunk=chunk)
+
+
+def graph_flops(cfg, name: str, shapes: ExportShapes) -> Optional[int]:
+    """Counted FLOPs of one call of graph `name` (benchmarks/flops.py), or None where the counter is absent."""
+    try:
+        from benchmarks.flops import graph_flops as count
+    except ImportError:
+        return None
+    return int(count(cfg, name, shapes).total)
+
+
+def choose_gate(requested: str, cfg, name: str, shapes: ExportShapes, max_gflop: float) -> Tuple[str, str]:
+    """(gate, reason) for graph `name`: `requested` unless it is auto."""
+    if requested != "auto":
+        return requested, "requested"
+    flops = graph_flops(cfg, name, shapes)
+    if flops is None:
+        return "twin", "auto: FLOP counter (benchmarks.flops) not importable, so the cheap gate"
+    gflop = flops / 1e9
+    if gflop <= max_gflop:
+        return "full", f"auto: {gflop:.3g} GFLOP per call <= {max_gflop:g}"
+    return "twin", f"auto: {gflop:.3g} GFLOP per call > {max_gflop:g}"
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> dict:
+    """rel_l2 = ||out - ref|| / ||ref|| and max |out - ref|, in float64; non-finite outputs count as failures."""
+    a = np.asarray(out, dtype=np.float64)
+    b = np.asarray(ref, dtype=np.float64)
+    if a.shape != b.shape:
+        return {"rel_l2": float("inf"), "max_abs": float("inf"), "problem": f"shape {a.shape} != {b.shape}"}
+    if not np.isfinite(a).all():
+        return {"rel_l2": float("inf"), "max_abs": float("inf"),
+                "problem": f"{int((~np.isfinite(a)).sum())} non-finite values"}
+    den = np.linalg.norm(b)
+    return {"rel_l2": float(np.linalg.norm(a - b) / (den if den > 0 else 1.0)),
+            "max_abs": float(np.abs(a - b).max()) if a.size else 0.0}

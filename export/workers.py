@@ -1,0 +1,146 @@
+"""The steps of an export that hold a graph's weights, each runnable in a fresh process.
+
+MindSpore 2.10 keeps what it compiled: after `mindspore.export`, `mindspore.onnx.export` or the first call of a
+GraphCell, the weights of that graph stay allocated even once every Python reference to the Cell is gone
+(`ms_memory_recycle`, `del_net_res` and shrinking the Parameters do not release them). An export of the full
+sv3d_u compiles each graph several times (MindIR, ONNX, engine checks, the parity twin), so in one process the
+UNet's 6 GB of weights pile up past the memory of a 24 GB machine (measured: killed by the OOM killer at 24 GB
+RSS). Each step below is therefore a top-level function of picklable arguments that `call` runs either here or
+in a spawned worker process whose memory returns to the system when it exits; export/api.py isolates the steps
+of large graphs (--isolate auto).
+
+Steps rebuild what they need from the Plan (config, checkpoint path, seed): the tracing inputs are
+`spec.example_inputs(seed)`, deterministic, so every process traces and checks with the same arrays.
+"""
+from __future__ import annotations
+
+import gc
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from runtime.specs import ExportShapes, GraphSpec, graph_specs
+from .errors import ExportError
+
+_READERS: Dict[tuple, object] = {}
+
+
+STEP_PEAKS: List[Tuple[str, int]] = []     # (step, peak RSS bytes of its worker process), in call order
+
+
+def _in_worker(fn: Callable, args: tuple):
+    import resource
+
+    result = fn(*args)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux: KiB
+
+
+def call(isolated: bool, fn: Callable, *args):
+    """fn(*args) in this process, or in a fresh spawned process (its exceptions re-raised here; its peak RSS
+    appended to STEP_PEAKS)."""
+    if not isolated:
+        return fn(*args)
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(_in_worker, fn, args)
+        try:
+            result, peak = future.result()
+        except BrokenProcessPool:
+            raise ExportError(f"the worker process of step {fn.__name__} died without an answer (killed by the "
+                              f"system, most likely out of memory)") from None
+    STEP_PEAKS.append((fn.__name__, peak))
+    return result
+
+
+def _setup():
+    import mindspore as ms
+
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        ms.set_context(mode=ms.PYNATIVE_MODE)      # eager references; exporters compile their own graphs
+
+
+def _reader(plan):
+    from models.checkpoint import CheckpointReader
+
+    key = (str(plan.checkpoint), plan.cfg.sha256())
+    if key not in _READERS:
+        _READERS[key] = CheckpointReader(plan.checkpoint, plan.cfg)
+    return _READERS[key]
+
+
+def spec_and_feeds(plan, name: str, shapes: ExportShapes) -> Tuple[GraphSpec, Dict[str, np.ndarray]]:
+    spec = graph_specs(plan.cfg, shapes)[name]
+    return spec, spec.example_inputs(plan.seed)
+
+
+def _make_cell(plan, name: str, shapes: ExportShapes, dtype: str, spec: GraphSpec) -> Callable:
+    from .wrappers import build_graph_cell
+
+    reader = _reader(plan)
+
+    def make():
+        return build_graph_cell(name, plan.cfg, reader, resolution=shapes.resolution, num_frames=shapes.num_frames,
+                                attention_chunk=shapes.attention_chunk, dtype=dtype, spec=spec)
+    return make
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+
+
+def write_mindir(plan, name: str, shapes: ExportShapes, folder: Path) -> Tuple[Path, List[Path]]:
+    """Trace a fresh wrapper Cell to `folder/<name>[.mindir | _graph.mindir + _variables/]`."""
+    from . import mindir
+
+    _setup()
+    spec, feeds = spec_and_feeds(plan, name, shapes)
+    return mindir.write(_make_cell(plan, name, shapes, shapes.dtype, spec), spec, feeds, folder)
+
+
+def export_onnx_raw(plan, name: str, shapes: ExportShapes, mindir_model: Optional[Path], work: Path) -> Path:
+    """mindspore.onnx.export of the MindIR's GraphCell (`mindir_model`) or, if None, of a fresh Cell."""
+    from . import mindir, onnx_io
+
+    _setup()
+    spec, feeds = spec_and_feeds(plan, name, shapes)
+    if mindir_model is not None:
+        return onnx_io.export_raw(lambda: mindir.graph_cell(mindir_model), spec, feeds, work)
+    return onnx_io.export_raw(_make_cell(plan, name, shapes, shapes.dtype, spec), spec, feeds, work)
+
+
+def pack_onnx(raw: Path, spec: GraphSpec, folder: Path, positional_inputs: bool) -> Tuple[Path, List[Path]]:
+    from . import onnx_io
+
+    return onnx_io.pack(raw, spec, folder, positional_inputs)
+
+
+def check(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path, seed: Optional[int] = None) -> dict:
+    """Load `model` in its engine, compare its declared I/O with the spec (ParityError otherwise) and, when
+    `seed` is given, run it on spec.example_inputs(seed). Returns engine input/output names and the output."""
+    from .api import check_graph
+
+    if fmt == "mindir":
+        _setup()
+    engine = check_graph(fmt, name, model, spec, scratch)
+    info = {"engine_inputs": [n for n, _, _ in engine.inputs], "engine_outputs": [n for n, _, _ in engine.outputs]}
+    if seed is not None:
+        info["output"] = engine.run(spec.example_inputs(seed))[0]
+    del engine
+    gc.collect()
+    return info
+
+
+def eager_output(plan, name: str, shapes: ExportShapes) -> np.ndarray:
+    """The fp32 eager (PyNative) output of the same wrapper Cell on the same inputs: the parity reference."""
+    from .wrappers import run_eager
+
+    _setup()
+    spec, feeds = spec_and_feeds(plan, name, shapes)
+    cell = _make_cell(plan, name, shapes, "float32", spec)()
+    out = run_eager(cell, spec, feeds, dtype="float32")
+    del cell
+    gc.collect()
+    return out
