@@ -1,0 +1,319 @@
+"""The benchmark harness: an export folder, several backends side by side, one child process per backend.
+
+Why a child per backend: peak RSS is per process (`ru_maxrss`), engines keep thread pools and allocator caches
+that would disturb the next engine, and oneDNN reads its ISA cap (ONEDNN_MAX_CPU_ISA) once at load -- so a
+variant such as `mindspore@AVX2` only works in a fresh process.
+
+Method (what every number means), per backend:
+  graph      each graph alone: loaded with runtime.backends.load_graph (load time; file sizes verified, sha256
+             not timed), run on GraphSpec.example_inputs -- `warmup` calls (the first one reported apart), then
+             `repeats` timed ones -- and released (unet_call = one UNet call of the export's batch;
+             vae_decoder_chunk = one decoder call);
+  e2e        all four graphs loaded again together, then SV3DPipeline.generate on a synthetic image with `steps`
+             Euler steps, `e2e_repeats` times: per-step UNet graph time (unet_step), per-step numpy glue
+             (numpy_glue_step), and the whole generation (end_to_end); the first generation warms nothing up
+             that the graph phase did not, but engines may re-plan memory for the new sessions;
+  memory     RSS at start, after each load and run, with all graphs loaded, and the process peak (ru_maxrss).
+Efficiency = counted FLOPs of the call (benchmarks.flops, what the graph executes) / median seconds, also given as
+a fraction of numpy's fp32 sgemm peak measured in the same run.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .stats import summarize, time_calls
+
+GRAPH_STAGES = {"clip_encoder": "clip_encoder", "vae_encoder": "vae_encoder", "unet": "unet_call",
+                "vae_decoder": "vae_decoder_chunk"}
+E2E_STAGES = ("unet_step", "numpy_glue_step", "end_to_end")
+# Backend variants: "<backend>@<ISA>" runs the backend with oneDNN capped at that ISA (benchmarks/README.md:
+# MindSpore's CPU 3x3 convolution takes oneDNN's reference kernel on AVX-512 machines).
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+NO_ARENA = "noarena"
+CHILD_FLAG = "--child"
+SYNTHETIC_IMAGE_SEED = 0
+
+
+@dataclass
+class BackendRun:
+    """What one child process measures."""
+    graphs_dir: str
+    backend: str                       # runtime backend name: onnxruntime | mindspore | mslite
+    label: str                         # how the report names it, e.g. "mindspore@AVX2"
+    env: Dict[str, str] = field(default_factory=dict)
+    threads: int = 0                   # intra-op threads (0 = engine default)
+    warmup: int = 1
+    repeats: int = 3
+    steps: int = 2                     # Euler steps of the end-to-end run (0 = no end-to-end run)
+    e2e_repeats: int = 1
+    graphs: Tuple[str, ...] = tuple(GRAPH_STAGES)
+    ort_arena: bool = True             # False: onnxruntime sessions without the CPU memory arena
+    out_jsonl: str = ""
+
+
+def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], bool]:
+    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena on).
+
+    '@<ISA>' caps oneDNN's ISA (ONEDNN_MAX_CPU_ISA, e.g. mindspore@AVX2); '@noarena' turns ONNX Runtime's CPU
+    memory arena off (onnxruntime@noarena), which the full-size UNet needs to fit in 24 GB (README)."""
+    from runtime.backends import BACKENDS
+
+    name, *mods = spec.split("@")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r} in {spec!r}; expected one of {list(BACKENDS)}, optionally "
+                         f"with @ISA (e.g. mindspore@AVX2) or @{NO_ARENA} (onnxruntime)")
+    env, arena = {}, True
+    for mod in mods:
+        if mod.lower() == NO_ARENA:
+            if name != "onnxruntime":
+                raise ValueError(f"@{NO_ARENA} applies to onnxruntime only, got {spec!r}")
+            arena = False
+        elif mod:
+            env[ISA_ENV] = mod.upper()
+    return name, spec, env, arena
+
+
+def _ort_without_arena() -> None:
+    """Make every onnxruntime.InferenceSession of this process run without the CPU memory arena (the harness's
+    @noarena variant; runtime.backends exposes no such option yet)."""
+    import onnxruntime as ort
+
+    original = ort.InferenceSession
+
+    class Session(original):
+        def __init__(self, path, sess_options=None, *args, **kwargs):
+            sess_options = sess_options or ort.SessionOptions()
+            sess_options.enable_cpu_mem_arena = False
+            super().__init__(path, sess_options, *args, **kwargs)
+
+    ort.InferenceSession = Session
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# child
+
+
+def _rss() -> Optional[int]:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    """ru_maxrss of this process in bytes (Linux reports kB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb) * (1 if sys.platform == "darwin" else 1024)
+
+
+def synthetic_image(resolution: int):
+    """A smooth [-1, 1] test image (1, 3, S, S): the content does not change the work, only the values."""
+    import numpy as np
+
+    y, x = np.mgrid[0:resolution, 0:resolution].astype(np.float32) / max(resolution - 1, 1)
+    img = np.stack([np.sin(6.0 * x), np.cos(5.0 * y), np.sin(4.0 * (x + y))])[None]
+    return (0.9 * img).astype(np.float32)
+
+
+def _child(run: BackendRun) -> None:
+    from configs import load_config  # noqa: F401  (configs must import before runtime pulls it lazily)
+    from runtime import GRAPH_NAMES, Manifest, RunOptions, SV3DPipeline, load_graph
+
+    from .flops import generation_flops_executed, graph_flops
+
+    def emit(rec: dict) -> None:
+        with open(run.out_jsonl, "a") as f:
+            f.write(json.dumps({"backend": run.label, **rec}) + "\n")
+
+    if not run.ort_arena:
+        _ort_without_arena()
+    emit({"record": "memory", "point": "start", "rss_bytes": _rss()})
+    manifest = Manifest.load(run.graphs_dir)
+    cfg, shapes = manifest.sv3d_config(), manifest.shapes
+    manifest.verify_files("mindir" if run.backend != "onnxruntime" else "onnx", checksums=False)
+    options = RunOptions(intra_op_threads=run.threads)
+
+    def load(g: str, phase: str):
+        t0 = time.perf_counter()
+        runner = load_graph(manifest, g, backend=run.backend, options=options, verify=False)
+        emit({"record": "load", "graph": g, "phase": phase, "seconds": time.perf_counter() - t0})
+        return runner
+
+    # 1. each graph alone: loaded, timed, released (the full-size graphs do not all fit in RAM at once on every
+    #    machine; this also gives each graph's own memory footprint)
+    for g in run.graphs:
+        runner = load(g, "graph")
+        emit({"record": "memory", "point": f"loaded {g}", "rss_bytes": _rss()})
+        feeds = runner.spec.example_inputs(seed=0)
+        warm, times = time_calls(lambda: runner.run(feeds), run.warmup, run.repeats)
+        emit({"record": "memory", "point": f"ran {g}", "rss_bytes": _rss()})
+        emit({"record": "stage", "stage": GRAPH_STAGES[g], "graph": g, "times_s": times, "warmup_s": warm,
+              **summarize(times),
+              "flops": graph_flops(cfg, g, shapes).total,
+              "flops_reference": graph_flops(cfg, g, shapes, mode="reference").total})
+        del runner, feeds
+        gc.collect()
+
+    # 2. the pipeline with all four graphs loaded, as a deployment runs it
+    if run.steps:
+        runners = {g: load(g, "e2e") for g in GRAPH_NAMES}
+        emit({"record": "memory", "point": "loaded all", "rss_bytes": _rss()})
+        pipe = SV3DPipeline(cfg, shapes, runners, backend=run.backend)
+        image = synthetic_image(shapes.resolution)
+        step_graph, step_glue, total, stage_s = [], [], [], []
+        for r in range(run.e2e_repeats):
+            res = pipe.generate(image, seed=SYNTHETIC_IMAGE_SEED + r, num_steps=run.steps)
+            step_graph += [s.graph_s for s in res.timings.steps]
+            step_glue += [s.glue_s for s in res.timings.steps]
+            total.append(res.timings.stages["total"])
+            stage_s.append(dict(res.timings.stages))
+        calls = (2 * shapes.num_frames) // shapes.unet_batch
+        unet = graph_flops(cfg, "unet", shapes)
+        emit({"record": "stage", "stage": "unet_step", "graph": "unet", "times_s": step_graph,
+              **summarize(step_graph), "flops": calls * unet.total,
+              "flops_reference": calls * graph_flops(cfg, "unet", shapes, mode="reference").total})
+        emit({"record": "stage", "stage": "numpy_glue_step", "graph": None, "times_s": step_glue,
+              **summarize(step_glue), "flops": None})
+        emit({"record": "stage", "stage": "end_to_end", "graph": None, "steps": run.steps, "times_s": total,
+              **summarize(total), "flops": generation_flops_executed(cfg, shapes, run.steps),
+              "pipeline_stages_s": stage_s})
+    emit({"record": "memory", "point": "peak", "rss_bytes": _peak_rss()})
+
+
+def child_main(argv: List[str]) -> int:
+    run = BackendRun(**json.loads(argv[0]))
+    run.graphs = tuple(run.graphs)
+    try:
+        _child(run)
+    except Exception as e:                  # reported as a record: the parent's report shows it
+        with open(run.out_jsonl, "a") as f:
+            f.write(json.dumps({"backend": run.label, "record": "error", "error": f"{type(e).__name__}: {e}",
+                                "traceback": traceback.format_exc()[-2000:]}) + "\n")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parent
+
+
+def _skip_reason(backend: str, manifest) -> Optional[str]:
+    from runtime.backends import backend_available, backend_format
+
+    ok, why = backend_available(backend)
+    if not ok:
+        return why
+    fmt = backend_format(backend)
+    if fmt not in manifest.formats():
+        return f"the export has no {fmt} graphs (it has {list(manifest.formats())})"
+    return None
+
+
+def run_backend(run: BackendRun, timeout: float) -> List[dict]:
+    """Run one backend in a child process; its records (an error/timeout record if it failed)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory(prefix="sv3d_bench_") as scratch:
+        run.out_jsonl = os.path.join(scratch, "records.jsonl")
+        env = dict(os.environ, **run.env)
+        env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in [os.environ.get("PYTHONPATH", "")] if p])
+        cmd = [sys.executable, "-m", "benchmarks.run", CHILD_FLAG, json.dumps(asdict(run))]
+        t0 = time.perf_counter()
+        status = "ok"
+        try:
+            p = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout)
+            if p.returncode != 0:
+                status = f"exit {p.returncode}"
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {timeout:.0f} s"
+        records = []
+        if os.path.exists(run.out_jsonl):
+            with open(run.out_jsonl) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+        if status != "ok" and not any(r["record"] == "error" for r in records):
+            tail = p.stderr.strip().splitlines()[-3:] if status.startswith("exit") else []
+            records.append({"backend": run.label, "record": "error", "error": status + (": " + " / ".join(tail)
+                                                                                         if tail else "")})
+        records.append({"backend": run.label, "record": "backend", "name": run.backend, "env": run.env,
+                        "ort_arena": run.ort_arena, "threads": run.threads, "status": status, "wall_s": time.perf_counter() - t0})
+        return records
+
+
+def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int = 1, repeats: int = 3,
+              steps: int = 2, e2e_repeats: int = 1, graphs: Tuple[str, ...] = tuple(GRAPH_STAGES),
+              timeout: float = 3600.0, peak_n: int = 2048, progress=print) -> List[dict]:
+    """All records of one benchmark run: a 'run' header (machine, versions, peak, shapes, method), then each
+    backend's records in order (a 'skipped' record where a backend cannot run here)."""
+    from runtime import Manifest
+
+    from .peak import machine_info, sgemm_peak, versions
+
+    manifest = Manifest.load(graphs_dir)
+    unknown = [g for g in graphs if g not in GRAPH_STAGES]
+    if unknown:
+        raise ValueError(f"unknown graph(s) {unknown}; expected some of {list(GRAPH_STAGES)}")
+    parsed = [parse_backend(b) for b in backends]
+    peak = sgemm_peak(peak_n, threads=threads or None)
+    records = [{"record": "run", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(),
+                "versions": versions(), "sgemm_peak": peak, "graphs_dir": str(graphs_dir),
+                "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
+                "shapes": manifest.shapes.to_dict(), "steps": steps, "warmup": warmup, "repeats": repeats,
+                "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
+    progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads); "
+             f"load {records[0]['machine']['loadavg_1_5_15']}")
+    for name, label, env, arena in parsed:
+        why = _skip_reason(name, manifest)
+        if why:
+            records.append({"backend": label, "record": "skipped", "reason": why})
+            progress(f"{label}: skipped ({why})")
+            continue
+        progress(f"{label}: running ...")
+        run = BackendRun(str(graphs_dir), name, label, env, threads, warmup, repeats, steps, e2e_repeats,
+                         tuple(graphs), ort_arena=arena)
+        recs = run_backend(run, timeout)
+        records += recs
+        progress(f"{label}: {recs[-1]['status']} in {recs[-1]['wall_s']:.1f} s")
+    records.append({"record": "end", "loadavg_1_5_15": list(os.getloadavg())})
+    return records
+
+
+def add_efficiency(records: List[dict]) -> List[dict]:
+    """gflops (counted FLOPs / median) and its fraction of the sgemm peak on every stage record with FLOPs."""
+    peak = next(r["sgemm_peak"]["gflops_best"] for r in records if r["record"] == "run")
+    for r in records:
+        if r["record"] == "stage" and r.get("flops"):
+            r["gflops"] = r["flops"] / r["median_s"] / 1e9
+            r["peak_fraction"] = r["gflops"] / peak
+            if r.get("flops_reference"):
+                r["gflops_reference"] = r["flops_reference"] / r["median_s"] / 1e9
+    return records
+
+
+def write_results(records: List[dict], out_dir, tag: str) -> Tuple[Path, Path]:
+    from .report import to_markdown
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl, md = out / f"{tag}.jsonl", out / f"{tag}.md"
+    with open(jsonl, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    md.write_text(to_markdown(records))
+    return jsonl, md
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == CHILD_FLAG:
+        sys.exit(child_main(sys.argv[2:]))
+    sys.exit("benchmarks.run is the harness's child entry point; run `python -m benchmarks --help`")
