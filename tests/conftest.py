@@ -34,6 +34,16 @@ def oracle() -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def pynative():
+    """Eager (PyNative) MindSpore for the module's tests, restoring the previous mode afterwards."""
+    ms = pytest.importorskip("mindspore")
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
 def rel_l2(a, b) -> float:
     """||a - b|| / ||b|| in float64."""
     a = np.asarray(a, dtype=np.float64)

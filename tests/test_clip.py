@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
 
-# MindSpore's oneDNN picks a ~50x slower convolution on AVX-512 CPUs; must be set before its first oneDNN op.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from configs import load_config  # noqa: E402
-from models.clip_preprocess import antialias_kernel, preprocess, resize_matrix  # noqa: E402
-from tests.conftest import rel_l2  # noqa: E402
+from configs import load_config
+from models.clip_preprocess import antialias_kernel, preprocess, resize_matrix
+from tests.conftest import rel_l2
 
 TOL = 1e-4           # oracle/README.md: fp32 implementation, every float key below 1e-4 relative L2
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model."
@@ -126,12 +122,7 @@ def test_numpy_preprocess_matches_oracle(case_data, case, prefix, model):
 ms = pytest.importorskip("mindspore")
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    prev = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=prev)
+pytestmark = pytest.mark.usefixtures("pynative")
 
 
 _CELLS = {}

@@ -29,12 +29,7 @@ SIGMA_TAGS = ("sigma0", "sigmamid")
 CHUNK_BELOW_TOKENS = 10    # < 64 tokens of an 8x8 latent and < 16 at the next level: both levels run chunked
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative")
 
 
 def _official_unet_shapes(shapes: dict) -> dict:

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 
-# MindSpore's oneDNN picks a ~50x slower convolution on AVX-512 CPUs; must be set before its first oneDNN op.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from configs import load_config  # noqa: E402
-from tests.conftest import rel_l2  # noqa: E402
+from configs import load_config
+from tests.conftest import rel_l2
 
 ms = pytest.importorskip("mindspore")
 
@@ -20,12 +16,7 @@ ENC_PREFIX = "conditioner.embedders.1.encoder."
 DEC_PREFIX = "first_stage_model."
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    prev = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=prev)
+pytestmark = pytest.mark.usefixtures("pynative")
 
 
 def _load(oracle, model: str, component: str, attention_chunk: int = 0):
