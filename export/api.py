@@ -101,11 +101,11 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
 
 
 def _bytes_needed(cfg: SV3DConfig, shapes: ExportShapes, formats, gate: str) -> int:
-    """Disk an export needs at its peak: every graph in every format, plus one graph's raw exporter output and
-    (twin gate) its twin, which carries the same weights."""
+    """Disk an export needs at its peak: every graph in every format, plus the largest graph once more per format
+    (its twin, which carries the same weights, or at least its raw ONNX export before repacking)."""
     per_graph = [graph_weight_bytes(cfg, name, shapes.dtype) for name in GRAPH_NAMES]
-    extra = max(per_graph) * (2 if gate != "full" else 1)
-    return int((sum(per_graph) + extra) * len(formats) * DISK_MARGIN)
+    extra = max(per_graph) * (len(formats) if gate in ("auto", "twin") else 1)
+    return int((sum(per_graph) * len(formats) + extra) * DISK_MARGIN)
 
 
 def attention_scores_bytes(cfg: SV3DConfig, shapes: ExportShapes) -> int:
@@ -232,8 +232,8 @@ class Exporter:
                     ) -> Dict[str, Tuple[Path, List[Path], float]]:
         """Write graph `name` in every requested format under `out_root/<format>/`: {format: (model, files, s)}.
 
-        The Cell is traced once, to MindIR (into scratch when MindIR is not requested); the ONNX graph is exported
-        from that MindIR's GraphCell (onnx_source "mindir": ten times faster than tracing the Cell again, but
+        The Cell is traced to MindIR (into scratch if only ONNX is requested and made from it); the ONNX graph is
+        exported from that MindIR's GraphCell (onnx_source "mindir": ten times faster than tracing the Cell again, but
         `mindspore.load` peaks at about twice the weights) or from a fresh Cell (onnx_source "cell": about 1.3x
         the weights). "auto" takes the GraphCell for graphs exported in-process, the Cell for large graphs.
         """
@@ -241,14 +241,17 @@ class Exporter:
 
         p, written = self.p, {}
         spec = graph_specs(p.cfg, shapes)[name]
+        from_mindir = "onnx" in p.formats and (p.onnx_source == "mindir" or (p.onnx_source == "auto" and not iso))
         folder = out_root / "mindir" if "mindir" in p.formats else self.scratch / "mindir_source"
-        t0 = time.perf_counter()
-        model, files = self._guard(name, "mindir", workers.call, iso, workers.write_mindir, p, name, shapes, folder)
-        if "mindir" in p.formats:
-            written["mindir"] = (model, files, time.perf_counter() - t0)
+        model = None
+        if "mindir" in p.formats or from_mindir:
+            t0 = time.perf_counter()
+            model, files = self._guard(name, "mindir", workers.call, iso, workers.write_mindir, p, name, shapes,
+                                       folder)
+            if "mindir" in p.formats:
+                written["mindir"] = (model, files, time.perf_counter() - t0)
         if "onnx" in p.formats:
             t0 = time.perf_counter()
-            from_mindir = p.onnx_source == "mindir" or (p.onnx_source == "auto" and not iso)
             if from_mindir:
                 got = [mindir.argument_name(n) for n, _, _ in mindir.declared_io(model)[0]]
                 if got != list(spec.input_names):
@@ -262,7 +265,7 @@ class Exporter:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             written["onnx"] = (onnx_model, onnx_files, time.perf_counter() - t0)
-        if "mindir" not in p.formats:
+        if "mindir" not in p.formats and model is not None:
             shutil.rmtree(folder, ignore_errors=True)
         return written
 

@@ -9,6 +9,12 @@ Gates (--parity):
   auto  full where the counted FLOPs of one call are at most --parity-max-gflop, else twin;
   off   load and declared-I/O checks only.
 
+Memory (measured on the 24 GB CPU machine, full sv3d_u): every step stays under ~13 GB in fp32 (the UNet's MindIR
+load check), but MindSpore's CPU GraphCell running an fp16 graph needs far more than its weights (the fp16 CLIP
+twin at 64 px: >19 GB, OOM-killed), so an fp16 MindIR export of the full model cannot be gated numerically on
+such a machine: export it with --parity off (load and I/O checks still run) or gate it where MindSpore runs fp16
+natively.
+
 The twin takes the smallest valid shapes: resolution = latent_factor x UNet down-sampling (one latent pixel at
 the deepest UNet level), as many frames as the temporal kernel is long (every temporal tap meets a real
 frame), one CFG branch per UNet call, two frames per decoder call (a batch > 1), and, when attention is

@@ -15,6 +15,8 @@ Steps rebuild what they need from the Plan (config, checkpoint path, seed): the 
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,6 +47,7 @@ def call(isolated: bool, fn: Callable, *args):
         return fn(*args)
     import multiprocessing
 
+    t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         future = pool.submit(_in_worker, fn, args)
         try:
@@ -53,6 +56,8 @@ def call(isolated: bool, fn: Callable, *args):
             raise ExportError(f"the worker process of step {fn.__name__} died without an answer (killed by the "
                               f"system, most likely out of memory)") from None
     STEP_PEAKS.append((fn.__name__, peak))
+    logging.getLogger("export").info(f"    worker step {fn.__name__}: {time.perf_counter() - t0:.1f} s, peak RSS "
+                                     f"{peak / 1e9:.1f} GB")
     return result
 
 

@@ -207,9 +207,11 @@ def test_gate_catches_the_padding_trap(tmp_path):
     check_graph("mindir", "tall", model, spec, tmp_path / "s")          # the MindIR itself is fine
 
 
-def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["graphcell", "cell"])
+def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch, source):
     """Over 2 GB (forced here by lowering both limits) the exporter writes one raw file per tensor; the graph is
-    repacked into <name>.onnx + <name>.onnx.data, which ONNX Runtime loads and which computes the same."""
+    repacked into <name>.onnx + <name>.onnx.data, which ONNX Runtime loads and which computes the same. Both ONNX
+    sources: the MindIR's GraphCell (inputs renamed by position) and a fresh Cell (inputs already named)."""
     import mindspore.onnx.onnx_export as ms_onnx_export
 
     from export import mindir, onnx_io
@@ -223,11 +225,14 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch)
     spec = graph_specs(cfg, ExportShapes(RESOLUTION, 21, 42, DECODE_CHUNK))["clip_encoder"]
     feeds = spec.example_inputs()
     reader = CheckpointReader(checkpoint(oracle, "sv3d_u"), cfg)
-    model, _ = mindir.write(lambda: build_graph_cell("clip_encoder", cfg, reader, resolution=RESOLUTION,
-                                                     num_frames=21, attention_chunk=0, dtype="float32"),
-                            spec, feeds, tmp_path / "mindir")
-    path, files = onnx_io.write(lambda: mindir.graph_cell(model), spec, feeds, tmp_path / "onnx",
-                                tmp_path / "scratch", positional_inputs=True)
+    def make_cell():
+        return build_graph_cell("clip_encoder", cfg, reader, resolution=RESOLUTION, num_frames=21,
+                                attention_chunk=0, dtype="float32", spec=spec)
+
+    model, _ = mindir.write(make_cell, spec, feeds, tmp_path / "mindir")
+    make_source = (lambda: mindir.graph_cell(model)) if source == "graphcell" else make_cell
+    path, files = onnx_io.write(make_source, spec, feeds, tmp_path / "onnx", tmp_path / "scratch",
+                                positional_inputs=source == "graphcell")
     assert [f.name for f in files] == ["clip_encoder.onnx", "clip_encoder.onnx.data"]
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["clip_encoder.onnx", "clip_encoder.onnx.data"]
     assert not (tmp_path / "scratch" / "onnx_clip_encoder").exists()
