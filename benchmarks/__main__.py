@@ -69,23 +69,29 @@ def resolve_graphs(a: argparse.Namespace) -> Path:
 
 def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
+    from runtime import GraphError, Manifest
+
     from .run import add_efficiency, benchmark, write_results
 
     graphs = resolve_graphs(a)
+    try:
+        manifest = Manifest.load(graphs)
+    except GraphError as e:
+        raise SystemExit(f"error: {e}") from None
+    tag = a.tag or f"{manifest.config.get('name') or manifest.variant}_{manifest.shapes.resolution}_" \
+                   f"{time.strftime('%Y%m%d-%H%M%S')}"
     backends = [b.strip() for b in a.backends.split(",") if b.strip()]
     only = tuple(g.strip() for g in a.only.split(",") if g.strip())
     kwargs = dict(threads=a.threads, warmup=a.warmup, repeats=a.repeats, steps=a.steps,
                   e2e_repeats=a.e2e_repeats, timeout=a.timeout, peak_n=a.peak_n,
-                  progress=lambda s: print(s, file=sys.stderr, flush=True))
+                  progress=lambda s: print(s, file=sys.stderr, flush=True),
+                  on_backend=lambda recs: write_results(add_efficiency(recs), a.out_dir, tag))
     if only:
         kwargs["graphs"] = only
     try:
         records = add_efficiency(benchmark(graphs, backends, **kwargs))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    run = records[0]
-    tag = a.tag or f"{run['config_name'] or run['variant']}_{run['shapes']['resolution']}_" \
-                   f"{time.strftime('%Y%m%d-%H%M%S')}"
     jsonl, md = write_results(records, a.out_dir, tag)
     print(md.read_text())
     print(f"wrote {jsonl} and {md}", file=sys.stderr)

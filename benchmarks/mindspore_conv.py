@@ -9,7 +9,7 @@ Ops (FLOPs counted as 2 per multiply-accumulate, like benchmarks/flops.py):
   conv3x3        nn.Conv2d(C, C, 3, padding 1) on (N, C, H, W)                      2 N C^2 9 H W
   conv3x3_s2     the UNet/VAE down-sampling conv, stride 2                           2 N C^2 9 (H/2)(W/2)
   conv1x1        nn.Conv2d(C, C, 1)                                                   2 N C^2 H W
-  conv_t3        the temporal (3,1) conv over (N, C, T=21, H*W/21...)  -> (N, C, 21, S), pad_mode same
+  conv_t3        the temporal (3,1) conv over (N, C, T=21, H*W/21), pad_mode same         2 N C^2 3 T S
   im2col_1x1     a 3x3 conv written as zero-pad (concat) + 9 shifted slices concatenated on channels + one
                  1x1 conv 9C -> C (same FLOPs as conv3x3; no 3x3 kernel involved)
   im2col_matmul  the same 9 slices, (N, 9C, HW), then W (C, 9C) @ cols as one MatMul
@@ -38,6 +38,8 @@ RESULT_TAG = "RESULT "
 # oneDNN's CPU ISA names (ONEDNN_MAX_CPU_ISA); AVX2 is the highest level below the AVX-512 dispatch that
 # routes plain-layout convolutions through jit_uni_ncsp (see README).
 ISA_AVX2 = "AVX2"
+# the temporal (3,1) conv probe works on (N, C, T, H*W / T) with SV3D's frame count
+TEMPORAL_FRAMES = 21
 
 
 @dataclass
@@ -64,7 +66,7 @@ def op_flops(case: Case) -> int:
     if case.op == "conv1x1":
         return 2 * n * c * c * hw * hw
     if case.op == "conv_t3":
-        return 2 * n * c * c * 3 * hw * hw
+        return 2 * n * c * c * 3 * TEMPORAL_FRAMES * (hw * hw // TEMPORAL_FRAMES)
     if case.op == "matmul":
         return 2 * c ** 3
     raise ValueError(f"unknown op {case.op!r}")
@@ -173,9 +175,8 @@ def _build_cell(case: Case):
     elif case.op == "conv1x1":
         cell, shape = nn.Conv2d(c, c, 1, has_bias=True, dtype=dt), (n, c, hw, hw)
     elif case.op == "conv_t3":
-        frames = 21
         cell = nn.Conv2d(c, c, (3, 1), pad_mode="same", has_bias=True, dtype=dt)
-        shape = (n, c, frames, hw * hw // frames)
+        shape = (n, c, TEMPORAL_FRAMES, hw * hw // TEMPORAL_FRAMES)
     elif case.op == "im2col_1x1":
         cell, shape = Im2colConv1x1(), (n, c, hw, hw)
     elif case.op == "im2col_matmul":

@@ -11,8 +11,8 @@ Method (what every number means), per backend:
              vae_decoder_chunk = one decoder call);
   e2e        all four graphs loaded again together, then SV3DPipeline.generate on a synthetic image with `steps`
              Euler steps, `e2e_repeats` times: per-step UNet graph time (unet_step), per-step numpy glue
-             (numpy_glue_step), and the whole generation (end_to_end); the first generation warms nothing up
-             that the graph phase did not, but engines may re-plan memory for the new sessions;
+             (numpy_glue_step), and the whole generation (end_to_end). These sessions are new, so their first
+             UNet step also carries the engine's first-run work (visible as a slower unet_step);
   memory     RSS at start, after each load and run, with all graphs loaded, and the process peak (ru_maxrss).
 Efficiency = counted FLOPs of the call (benchmarks.flops, what the graph executes) / median seconds, also given as
 a fraction of numpy's fp32 sgemm peak measured in the same run.
@@ -128,7 +128,6 @@ def synthetic_image(resolution: int):
 
 
 def _child(run: BackendRun) -> None:
-    from configs import load_config  # noqa: F401  (configs must import before runtime pulls it lazily)
     from runtime import GRAPH_NAMES, Manifest, RunOptions, SV3DPipeline, load_graph
 
     from .flops import generation_flops_executed, graph_flops
@@ -252,9 +251,11 @@ def run_backend(run: BackendRun, timeout: float) -> List[dict]:
 
 def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int = 1, repeats: int = 3,
               steps: int = 2, e2e_repeats: int = 1, graphs: Tuple[str, ...] = tuple(GRAPH_STAGES),
-              timeout: float = 3600.0, peak_n: int = 2048, progress=print) -> List[dict]:
+              timeout: float = 3600.0, peak_n: int = 2048, progress=print, on_backend=None) -> List[dict]:
     """All records of one benchmark run: a 'run' header (machine, versions, peak, shapes, method), then each
-    backend's records in order (a 'skipped' record where a backend cannot run here)."""
+    backend's records in order (a 'skipped' record where a backend cannot run here).
+
+    on_backend(records so far) is called after every backend, so that partial results can be saved."""
     from runtime import Manifest
 
     from .peak import machine_info, sgemm_peak, versions
@@ -268,7 +269,8 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
     records = [{"record": "run", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(),
                 "versions": versions(), "sgemm_peak": peak, "graphs_dir": str(graphs_dir),
                 "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
-                "shapes": manifest.shapes.to_dict(), "steps": steps, "warmup": warmup, "repeats": repeats,
+                "shapes": manifest.shapes.to_dict(),
+                "latent_size": manifest.shapes.resolution // manifest.sv3d_config().latent_factor, "steps": steps, "warmup": warmup, "repeats": repeats,
                 "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
     progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads); "
              f"load {records[0]['machine']['loadavg_1_5_15']}")
@@ -284,6 +286,8 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
         recs = run_backend(run, timeout)
         records += recs
         progress(f"{label}: {recs[-1]['status']} in {recs[-1]['wall_s']:.1f} s")
+        if on_backend is not None:
+            on_backend(records)
     records.append({"record": "end", "loadavg_1_5_15": list(os.getloadavg())})
     return records
 
