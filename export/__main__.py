@@ -57,4 +57,6 @@ def main(argv: Optional[list] = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("GLOG_v", "3")      # MindSpore: errors only (set before it is imported)
+    from runtime.backends.onednn import cap_onednn_isa
+    cap_onednn_isa()                          # the fast oneDNN convolution for the eager parity gate on AVX-512
     sys.exit(main())

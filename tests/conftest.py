@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# MindSpore's oneDNN picks a reference 3x3 convolution on this AVX-512 CPU (0.2-0.9 GFLOP/s); capped at AVX2 it
-# takes the jit gemm path (20-30 GFLOP/s). Must be set before MindSpore's first oneDNN op; only speed and float
-# rounding change. See benchmarks/README.md.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+from runtime.backends.onednn import cap_onednn_isa  # noqa: E402
+
+# MindSpore's oneDNN picks a reference 3x3 convolution on AVX-512 CPUs; capped at AVX2 it takes the jit gemm path
+# (benchmarks/README.md section 3). Before MindSpore's first oneDNN op; only speed and float rounding change.
+cap_onednn_isa()
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_ENV = "SV3D_ORACLE_DIR"

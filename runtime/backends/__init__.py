@@ -64,6 +64,9 @@ class DeviceSpec:
 class RunOptions:
     """Engine knobs shared by the backends (each uses what it supports)."""
     intra_op_threads: int = 0    # 0 = the engine's default
+    # ONNX Runtime's CPU memory arena keeps every freed block: on the full-size UNet it grew past 24 GB, while
+    # without it the call peaked at 15 GB at the same speed (benchmarks/README.md 5.2). Off unless asked for.
+    cpu_mem_arena: bool = False
 
 
 class GraphRunner(Protocol):

@@ -14,6 +14,7 @@ from typing import List
 import numpy as np
 
 from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .onednn import cap_onednn_isa
 from ..errors import GraphError
 
 _TARGETS = {"cpu": "CPU", "cuda": "GPU", "ascend": "Ascend"}
@@ -22,6 +23,7 @@ _MINDIR_DTYPES = {1: "float32", 10: "float16"}
 
 
 def _import_mindspore():
+    cap_onednn_isa()                                # before MindSpore (and its oneDNN) loads; see onednn.py
     try:
         import mindspore
         from mindspore import nn

@@ -2,7 +2,8 @@
 
 Providers: CPUExecutionProvider always; CUDAExecutionProvider for device "cuda" and CANNExecutionProvider for
 "ascend" (each with the device id), refused with a clear error when this onnxruntime build lacks it. Sessions use
-graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default).
+graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default); the CPU
+memory arena is off unless RunOptions.cpu_mem_arena (it more than doubled the full-size UNet's peak memory).
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntim
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
         so.intra_op_num_threads = int(options.intra_op_threads)
+    so.enable_cpu_mem_arena = bool(options.cpu_mem_arena)
     so.log_severity_level = 3                  # errors only: keep the CLI output readable
     try:
         session = ort.InferenceSession(path, sess_options=so, providers=providers_for(device))
