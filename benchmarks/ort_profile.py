@@ -3,9 +3,10 @@
     python -m benchmarks.ort_profile --graphs DIR --graph unet [--runs 1] [--threads 0]
 
 Runs the graph (optimisation level ALL, as runtime/backends does; memory arena off unless --arena) once to warm
-up, then `runs` times with ORT's profiler on, and sums the kernel time of every node by operator type. FLOPs of Conv / MatMul / Gemm nodes (and
-ORT's fused variants) come from the input/output shapes the profiler records (2 per MAC); other operators
-(normalisation, activation, elementwise, layout) are reported by time only. This is what answers "what limits
+up, then `runs` times with ORT's profiler on, and sums the kernel time of every node by operator type. FLOPs of
+Conv / MatMul / Gemm nodes (and ORT's fused variants) come from the input/output shapes the profiler records (2 per
+MAC; the profiler omits some nodes' shapes, so the table says how much of the counted total it saw); other
+operators (normalisation, activation, elementwise, layout) are reported by time only. This is what answers "what limits
 the engine": the share of time outside the FLOP-bearing kernels, and how fast those kernels run.
 """
 from __future__ import annotations

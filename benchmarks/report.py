@@ -42,7 +42,8 @@ def header_lines(run: dict) -> List[str]:
         f"- Python {v['python']}; {engines}",
         f"- fp32 matmul peak measured in this run: {p['op']}, {p['threads']} threads, best of {p['repeats']}: "
         f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})",
-        f"- shapes: resolution {s['resolution']} (latent {run.get('latent_size', '?')}), {s['num_frames']} frames, UNet "
+        f"- shapes: resolution {s['resolution']} (latent {run.get('latent_size', '?')}), {s['num_frames']} frames, "
+        f"UNet "
         f"batch {s['unet_batch']}, decode chunk {s['decode_chunk']}, dtype {s['dtype']}, attention_chunk "
         f"{s['attention_chunk']}",
         f"- method: {run['warmup']} warm-up + {run['repeats']} timed calls per graph on random inputs; end-to-end "

@@ -36,11 +36,10 @@ from .stats import summarize, time_calls
 
 GRAPH_STAGES = {"clip_encoder": "clip_encoder", "vae_encoder": "vae_encoder", "unet": "unet_call",
                 "vae_decoder": "vae_decoder_chunk"}
-E2E_STAGES = ("unet_step", "numpy_glue_step", "end_to_end")
 # Backend variants: "<backend>@<ISA>" runs the backend with oneDNN capped at that ISA (benchmarks/README.md:
 # MindSpore's CPU 3x3 convolution takes oneDNN's reference kernel on AVX-512 machines).
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
-NO_ARENA = "noarena"
+ARENA_MODS = {"noarena": False, "arena": True}      # onnxruntime@noarena / @arena: its CPU memory arena
 CHILD_FLAG = "--child"
 SYNTHETIC_IMAGE_SEED = 0
 
@@ -58,35 +57,51 @@ class BackendRun:
     steps: int = 2                     # Euler steps of the end-to-end run (0 = no end-to-end run)
     e2e_repeats: int = 1
     graphs: Tuple[str, ...] = tuple(GRAPH_STAGES)
-    ort_arena: bool = True             # False: onnxruntime sessions without the CPU memory arena
+    ort_arena: Optional[bool] = None   # ORT CPU memory arena on/off; None = the runtime's default
     out_jsonl: str = ""
 
 
-def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], bool]:
-    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena on).
+def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool]]:
+    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena or None).
 
-    '@<ISA>' caps oneDNN's ISA (ONEDNN_MAX_CPU_ISA, e.g. mindspore@AVX2); '@noarena' turns ONNX Runtime's CPU
-    memory arena off (onnxruntime@noarena), which the full-size UNet needs to fit in 24 GB (README)."""
+    '@<ISA>' sets oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) for the run: mindspore@AVX2 caps it, mindspore@ALL lifts
+    any cap (runtime/backends caps MindSpore at AVX2 unless the variable is set). '@noarena' / '@arena' run ONNX
+    Runtime without / with its CPU memory arena (the full-size UNet needs it off to fit in 24 GB, README)."""
     from runtime.backends import BACKENDS
 
     name, *mods = spec.split("@")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} in {spec!r}; expected one of {list(BACKENDS)}, optionally "
-                         f"with @ISA (e.g. mindspore@AVX2) or @{NO_ARENA} (onnxruntime)")
-    env, arena = {}, True
+                         f"with @ISA (e.g. mindspore@AVX2, mindspore@ALL) or @noarena / @arena (onnxruntime)")
+    env, arena = {}, None
     for mod in mods:
-        if mod.lower() == NO_ARENA:
+        if mod.lower() in ARENA_MODS:
             if name != "onnxruntime":
-                raise ValueError(f"@{NO_ARENA} applies to onnxruntime only, got {spec!r}")
-            arena = False
+                raise ValueError(f"@{mod} applies to onnxruntime only, got {spec!r}")
+            arena = ARENA_MODS[mod.lower()]
         elif mod:
             env[ISA_ENV] = mod.upper()
     return name, spec, env, arena
 
 
+def run_options(threads: int, arena: Optional[bool]):
+    """runtime.backends.RunOptions for a run; the arena setting goes through RunOptions.cpu_mem_arena where the
+    runtime has it, else (older runtime: arena always on) '@noarena' patches onnxruntime in this process."""
+    import dataclasses
+
+    from runtime import RunOptions
+
+    kwargs = {"intra_op_threads": threads}
+    if arena is not None:
+        if "cpu_mem_arena" in {f.name for f in dataclasses.fields(RunOptions)}:
+            kwargs["cpu_mem_arena"] = arena
+        elif not arena:
+            _ort_without_arena()
+    return RunOptions(**kwargs)
+
+
 def _ort_without_arena() -> None:
-    """Make every onnxruntime.InferenceSession of this process run without the CPU memory arena (the harness's
-    @noarena variant; runtime.backends exposes no such option yet)."""
+    """Make every onnxruntime.InferenceSession of this process run without the CPU memory arena."""
     import onnxruntime as ort
 
     original = ort.InferenceSession
@@ -128,7 +143,7 @@ def synthetic_image(resolution: int):
 
 
 def _child(run: BackendRun) -> None:
-    from runtime import GRAPH_NAMES, Manifest, RunOptions, SV3DPipeline, load_graph
+    from runtime import GRAPH_NAMES, Manifest, SV3DPipeline, load_graph
 
     from .flops import generation_flops_executed, graph_flops
 
@@ -136,13 +151,11 @@ def _child(run: BackendRun) -> None:
         with open(run.out_jsonl, "a") as f:
             f.write(json.dumps({"backend": run.label, **rec}) + "\n")
 
-    if not run.ort_arena:
-        _ort_without_arena()
     emit({"record": "memory", "point": "start", "rss_bytes": _rss()})
     manifest = Manifest.load(run.graphs_dir)
     cfg, shapes = manifest.sv3d_config(), manifest.shapes
     manifest.verify_files("mindir" if run.backend != "onnxruntime" else "onnx", checksums=False)
-    options = RunOptions(intra_op_threads=run.threads)
+    options = run_options(run.threads, run.ort_arena)
 
     def load(g: str, phase: str):
         t0 = time.perf_counter()
@@ -225,7 +238,10 @@ def run_backend(run: BackendRun, timeout: float) -> List[dict]:
     repo = str(Path(__file__).resolve().parents[1])
     with tempfile.TemporaryDirectory(prefix="sv3d_bench_") as scratch:
         run.out_jsonl = os.path.join(scratch, "records.jsonl")
-        env = dict(os.environ, **run.env)
+        # a plain backend name means the engine's defaults: an inherited ISA cap (tests/conftest.py sets one) is
+        # dropped unless this variant asks for it
+        env = {k: v for k, v in os.environ.items() if k != ISA_ENV}
+        env.update(run.env)
         env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in [os.environ.get("PYTHONPATH", "")] if p])
         cmd = [sys.executable, "-m", "benchmarks.run", CHILD_FLAG, json.dumps(asdict(run))]
         t0 = time.perf_counter()
@@ -242,10 +258,13 @@ def run_backend(run: BackendRun, timeout: float) -> List[dict]:
                 records = [json.loads(line) for line in f if line.strip()]
         if status != "ok" and not any(r["record"] == "error" for r in records):
             tail = p.stderr.strip().splitlines()[-3:] if status.startswith("exit") else []
-            records.append({"backend": run.label, "record": "error", "error": status + (": " + " / ".join(tail)
-                                                                                         if tail else "")})
+            detail = (": " + " / ".join(tail)) if tail else ""
+            if status == "exit -9":
+                detail += " (SIGKILL: on Linux usually the out-of-memory killer)"
+            records.append({"backend": run.label, "record": "error", "error": status + detail})
         records.append({"backend": run.label, "record": "backend", "name": run.backend, "env": run.env,
-                        "ort_arena": run.ort_arena, "threads": run.threads, "status": status, "wall_s": time.perf_counter() - t0})
+                        "ort_arena": run.ort_arena, "threads": run.threads, "status": status,
+                        "wall_s": time.perf_counter() - t0})
         return records
 
 
@@ -270,7 +289,8 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
                 "versions": versions(), "sgemm_peak": peak, "graphs_dir": str(graphs_dir),
                 "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
                 "shapes": manifest.shapes.to_dict(),
-                "latent_size": manifest.shapes.resolution // manifest.sv3d_config().latent_factor, "steps": steps, "warmup": warmup, "repeats": repeats,
+                "latent_size": manifest.shapes.resolution // manifest.sv3d_config().latent_factor,
+                "steps": steps, "warmup": warmup, "repeats": repeats,
                 "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
     progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads); "
              f"load {records[0]['machine']['loadavg_1_5_15']}")
