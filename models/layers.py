@@ -3,7 +3,8 @@
 MINDSPORE_NOTES.md (shared/reference) lists what the ONNX exporter cannot write -- GroupNorm, Erf, Rsqrt, Sign,
 Reciprocal, PadV3, ResizeNearestNeighborV2 -- and the trap that asymmetric per-axis conv padding is written in the
 wrong order. Hence:
-- GroupNorm / LayerNorm are spelled out (mean, variance, divide by sqrt(var + eps)), in float32;
+- GroupNorm / LayerNorm are spelled out (mean, variance, divide by sqrt(var + eps)), in float32; GroupNorm's
+  statistics are staged means (`staged_mean`), which keep fp32 precision over groups of a million values;
 - exact GELU uses an erf built from Abs/Exp/Pow (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), sign-free;
 - nearest 2x up-sampling is reshape + broadcast + reshape;
 - convolutions use symmetric integer padding only; anything else pads by concatenating zeros;
@@ -41,10 +42,23 @@ def silu(x: Tensor) -> Tensor:
     return x * ops.sigmoid(x)
 
 
+def staged_mean(g: Tensor) -> Tensor:
+    """Mean of (N, G, R, H, W) over (R, H, W), keepdims: over W, then H, then R (the mean of equal-sized means
+    is the mean).
+
+    One fp32 reduction over a whole GroupNorm group (331,776 values in the 576 px VAE encoder, ~1.1 M in the
+    UNet's temporal blocks) lost 2-3e-4 relative precision per mean on ONNX Runtime's CPU ReduceMean, which
+    reached the encoder latent as 1.5e-3 rel-L2; reductions of a few hundred values each keep it at the fp32
+    floor on every engine (benchmarks/README.md, "normalisation precision").
+    """
+    return g.mean(axis=-1, keep_dims=True).mean(axis=-2, keep_dims=True).mean(axis=-3, keep_dims=True)
+
+
 class GroupNorm(nn.Cell):
     """GroupNorm over (N, C, *spatial): statistics per (sample, group) over C/G x all spatial positions.
 
     Works for 4D (N, C, H, W) and 5D (N, C, T, H, W) input -- the temporal ResBlock's GroupNorm spans all frames.
+    The statistics are staged means over (N, G, C/G [x T], H, W) (`staged_mean`).
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float):
@@ -59,10 +73,10 @@ class GroupNorm(nn.Cell):
 
     def construct(self, x):
         shape = x.shape
-        g = x.reshape(shape[0], self.num_groups, -1)                       # (N, G, C/G * spatial)
-        mean = g.mean(axis=-1, keep_dims=True)
+        g = x.reshape(shape[0], self.num_groups, -1, shape[-2], shape[-1])   # (N, G, C/G [x T], H, W)
+        mean = staged_mean(g)
         d = g - mean
-        var = (d * d).mean(axis=-1, keep_dims=True)
+        var = staged_mean(d * d)
         g = d / ops.sqrt(var + self.eps)
         x = g.reshape(shape)
         affine = (1, self.num_channels) + (1,) * (len(shape) - 2)
