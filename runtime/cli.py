@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from argparse_dataclass import ArgumentParser, dataclass
 
-from .backends import BACKEND_CHOICES, DEVICES
+from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
 from .errors import SV3DError
 from .guidance import GUIDANCE_KINDS
 from .manifest import MANIFEST_NAME, Manifest
@@ -55,10 +55,17 @@ class Options:
         help="output folder; each image gets <DIR>/<stem> (or <stem>_1, ... : never overwritten)"))
     backend: str = field(default="auto", metadata=dict(
         choices=list(BACKEND_CHOICES),
-        help="engine: auto = mslite if installed and MindIR present, else onnxruntime, else mindspore"))
+        help="engine: auto = mslite if installed and MindIR present, else (cpu) openvino, else onnxruntime, "
+             "else mindspore"))
     device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
     device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
     threads: int = field(default=0, metadata=dict(help="intra-op threads (0 = the engine's default)"))
+    precision: str = field(default="auto", metadata=dict(
+        choices=list(PRECISIONS),
+        help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32"))
+    cache_dir: Optional[str] = field(default=None, metadata=dict(
+        metavar="DIR", help="openvino: compiled-model cache (default ~/.cache/sv3d-runtime/openvino or "
+                            "$SV3D_CACHE_DIR/openvino; '' = off)"))
     steps: Optional[int] = field(default=None, metadata=dict(help="sampling steps (default: the export's, 50)"))
     seed: Optional[int] = field(default=None, metadata=dict(help="noise seed (default: the config's, 23)"))
     guider: Optional[str] = field(default=None, metadata=dict(
@@ -181,9 +188,10 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     # 2. graphs, once
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
-                                      threads=opts.threads, verify_checksums=not opts.skip_checksums)
+                                      threads=opts.threads, verify_checksums=not opts.skip_checksums,
+                                      precision=opts.precision, cache_dir=opts.cache_dir)
     _say(opts, f"backend {pipe.backend} on {opts.device}:{opts.device_id}, graphs loaded in "
-               f"{pipe.load_seconds:.2f} s")
+               f"{pipe.load_seconds:.2f} s; precision " + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()))
     num_steps = opts.steps if opts.steps is not None else cfg.sampler.num_steps
 
     # 3. one image at a time
@@ -198,13 +206,15 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
             if bar is not None:
                 bar.close()
         info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
-                "device": f"{opts.device}:{opts.device_id}", "demo_random_weights": bool(opts.demo)}
+                "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
+                "load_seconds": pipe.load_seconds, "demo_random_weights": bool(opts.demo)}
         folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
         summaries.append((path.name, result.timings))
     if not opts.quiet:
         _say(opts, f"\nlatency (graphs loaded once in {pipe.load_seconds:.2f} s; backend {pipe.backend}, "
-                   f"device {opts.device}:{opts.device_id})")
+                   f"device {opts.device}:{opts.device_id}; precision "
+                   + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()) + ")")
         for name, timings in summaries:
             _say(opts, f"\n[{name}]\n{timings.summary()}")
     return EXIT_OK

@@ -90,18 +90,22 @@ class Timings:
     """Seconds per stage (in execution order) and per sampling step."""
     stages: Dict[str, float] = field(default_factory=dict)
     steps: List[StepTiming] = field(default_factory=list)
+    precision: Dict[str, str] = field(default_factory=dict)     # graph -> precision it ran at
 
     def add(self, stage: str, seconds: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + float(seconds)
 
     def to_dict(self) -> dict:
-        return {"stages": dict(self.stages),
+        return {"stages": dict(self.stages), "precision": dict(self.precision),
                 "steps": [{"index": s.index, "sigma": s.sigma, "graph_s": s.graph_s, "glue_s": s.glue_s}
                           for s in self.steps]}
 
     def summary(self) -> str:
         """A small table: per-stage seconds and share, then per-step mean graph/glue time and steps/s."""
-        lines = [f"{'stage':<16}{'seconds':>10}{'share':>8}"]
+        lines = []
+        if self.precision:
+            lines.append("precision: " + ", ".join(f"{k} {v}" for k, v in self.precision.items()))
+        lines.append(f"{'stage':<16}{'seconds':>10}{'share':>8}")
         total = self.stages.get("total") or sum(v for k, v in self.stages.items() if k != "total") or 1e-12
         for k, v in self.stages.items():
             lines.append(f"{k:<16}{v:>10.4f}{100 * v / total:>7.1f}%")
@@ -157,32 +161,42 @@ class SV3DPipeline:
                                  f"one the config defines {specs[name]}")
         self.runners = dict(runners)
 
+    @property
+    def precisions(self) -> Dict[str, str]:
+        """{graph name: the precision it runs at} (f32, bf16, or the export dtype where the engine has no choice)."""
+        return {n: getattr(r, "precision", None) or ("f16" if r.spec.inputs[0].dtype == "float16" else "f32")
+                for n, r in self.runners.items()}
+
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def from_export(cls, folder, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                    threads: int = 0, verify_checksums: bool = True) -> "SV3DPipeline":
+                    threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
+                    cache_dir: Optional[str] = None) -> "SV3DPipeline":
         """Load an export folder (``python -m export`` output) on a backend.
 
-        backend: auto | mslite | mindspore | onnxruntime; device: cpu | cuda | ascend (+ device_id);
+        backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
         threads: intra-op threads (0 = engine default); verify_checksums: sha256 of every graph file against the
-        manifest (sizes are always checked; skipping the hash saves a read of the weights).
+        manifest (sizes are always checked; skipping the hash saves a read of the weights); precision and
+        cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
         """
         t0 = time.perf_counter()
         pipe = cls.from_manifest(Manifest.load(folder), backend, device, device_id=device_id, threads=threads,
-                                 verify_checksums=verify_checksums)
+                                 verify_checksums=verify_checksums, precision=precision, cache_dir=cache_dir)
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                      threads: int = 0, verify_checksums: bool = True) -> "SV3DPipeline":
+                      threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
+                      cache_dir: Optional[str] = None) -> "SV3DPipeline":
         """As :meth:`from_export`, for an already loaded manifest."""
         from .backends import RunOptions, load_graphs, resolve_backend
 
         t0 = time.perf_counter()
-        name = resolve_backend(backend, manifest)
-        runners = load_graphs(manifest, backend=name, device=device, device_id=device_id,
-                              options=RunOptions(intra_op_threads=threads), checksums=verify_checksums)
+        name = resolve_backend(backend, manifest, device)
+        options = RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir)
+        runners = load_graphs(manifest, backend=name, device=device, device_id=device_id, options=options,
+                              checksums=verify_checksums)
         pipe = cls(manifest.sv3d_config(), manifest.shapes, runners, backend=name, device=device, manifest=manifest)
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
@@ -258,7 +272,7 @@ class SV3DPipeline:
         callback: called after every step with {step, num_steps, sigma, graph_s, glue_s, step_s, latent}.
         """
         cfg = self.config
-        timings = Timings()
+        timings = Timings(precision=self.precisions)
         t_start = time.perf_counter()
         t = self.num_frames
 

@@ -323,15 +323,18 @@ def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
 # selection and devices
 
 
-def test_auto_picks_mslite_then_onnxruntime_then_mindspore(toy, monkeypatch):
+def test_auto_picks_mslite_then_openvino_then_onnxruntime_then_mindspore(toy, monkeypatch):
     import runtime.backends as B
 
     m = Manifest.load(toy[0])
-    installed = {"mslite": True, "onnxruntime": True, "mindspore": True}
+    installed = {"mslite": True, "openvino": True, "onnxruntime": True, "mindspore": True}
     monkeypatch.setattr(B, "backend_available",
                         lambda n, try_import=False: (installed[n], "" if installed[n] else "not installed"))
     assert resolve_backend("auto", m) == "mslite"
     installed["mslite"] = False
+    assert resolve_backend("auto", m) == "openvino"
+    assert resolve_backend("auto", m, "cuda") == "onnxruntime"          # openvino runs on the CPU only
+    installed["openvino"] = False
     assert resolve_backend("auto", m) == "onnxruntime"
     installed["onnxruntime"] = False
     assert resolve_backend("auto", m) == "mindspore"
@@ -349,7 +352,7 @@ def test_auto_skips_an_engine_that_is_found_but_does_not_import(toy, monkeypatch
     assert B.backend_available("mslite")[0]
     ok, why = B.backend_available("mslite", try_import=True)
     assert not ok and "installed but does not import" in why
-    assert resolve_backend("auto", Manifest.load(toy[0])) == "onnxruntime"
+    assert resolve_backend("auto", Manifest.load(toy[0])) in ("openvino", "onnxruntime")
 
 
 def test_auto_follows_the_formats_present(toy, tmp_path):

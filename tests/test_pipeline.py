@@ -294,12 +294,23 @@ def oracle_exports(oracle, tmp_path_factory):
     return {case: export_oracle_model(oracle, cfg, root / cfg) for case, cfg in CASES.items()}
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore"])
+def _needs(backend: str) -> None:
+    from runtime.backends import backend_available
+
+    ok, why = backend_available(backend)
+    if not ok:
+        pytest.skip(f"{backend}: {why}")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore", "openvino"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_end_to_end_parity_with_reference(oracle_exports, case_data, case, backend):
+def test_end_to_end_parity_with_reference(oracle_exports, case_data, case, backend, tmp_path):
+    _needs(backend)
     _, inputs, ref = case_data(case)
-    pipe = SV3DPipeline.from_export(oracle_exports[case], backend=backend)
+    pipe = SV3DPipeline.from_export(oracle_exports[case], backend=backend, precision="f32",
+                                    cache_dir=str(tmp_path / "cache"))
     assert pipe.backend == backend
+    assert set(pipe.precisions.values()) == {"f32"}
     errors = {}
     for steps in (4, 50):
         r = pipe.generate(inputs["image_m11"], num_steps=steps, noise=_noise(inputs))
@@ -311,3 +322,35 @@ def test_end_to_end_parity_with_reference(oracle_exports, case_data, case, backe
     print(f"\nparity {case} {backend}: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
     for k, v in errors.items():
         assert v <= (UINT8_TOL if k.endswith("maxdiff") else FP32_TOL), f"{case} {backend} {k} = {v}"
+
+
+# How far the official sgm code itself moves under torch autocast on these cases (its reduced-precision run against
+# its own fp32 run, measured with the oracle's inputs): our reduced-precision paths must stay within them.
+AUTOCAST_BOUNDS = {
+    "bf16": {"latents_4": 3.3e-2, "frames_4": 1.8e-2, "frames_4_uint8_maxdiff": 24},
+    "fp16": {"latents_4": 4.1e-3, "frames_4": 2.1e-3, "frames_4_uint8_maxdiff": 3},
+}
+
+
+def reduced_precision_errors(pipe, inputs, ref) -> dict:
+    r = pipe.generate(inputs["image_m11"], num_steps=4, noise=_noise(inputs))
+    diff = np.abs(r.frames_uint8.astype(np.int16) - ref["frames_4_uint8"].astype(np.int16))
+    return {"latents_4": rel_l2(r.latents, ref["latents_4"]), "frames_4": rel_l2(r.frames, ref["frames_4"]),
+            "frames_4_uint8_maxdiff": int(diff.max())}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_openvino_bf16_within_the_official_autocast_error(oracle_exports, case_data, case, tmp_path):
+    _needs("openvino")
+    from runtime.backends.openvino_backend import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16 (AMX / AVX512_BF16) for OpenVINO")
+    _, inputs, ref = case_data(case)
+    pipe = SV3DPipeline.from_export(oracle_exports[case], backend="openvino", precision="bf16",
+                                    cache_dir=str(tmp_path / "cache"))
+    assert pipe.precisions == {"clip_encoder": "f32", "vae_encoder": "f32", "unet": "bf16", "vae_decoder": "bf16"}
+    errors = reduced_precision_errors(pipe, inputs, ref)
+    print(f"\nbf16 {case} openvino: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
+    for k, bound in AUTOCAST_BOUNDS["bf16"].items():
+        assert errors[k] <= bound, f"{case} openvino bf16 {k} = {errors[k]:.3g} > {bound} (official bf16 autocast)"

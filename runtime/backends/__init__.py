@@ -13,9 +13,12 @@ Backends and the graph format each one reads:
     mslite       MindSpore Lite (MindIR)      cpu, cuda (its "gpu" target), ascend
     mindspore    MindSpore GraphCell (MindIR) cpu, cuda ("GPU"), ascend
     onnxruntime  ONNX Runtime (ONNX)          cpu, cuda (CUDAExecutionProvider), ascend (CANNExecutionProvider)
+    openvino     OpenVINO (ONNX)              cpu (f32, or bf16 on CPUs with AMX / AVX512_BF16)
 
-``auto`` picks mslite if it is importable and the export has MindIR graphs, else onnxruntime if importable and the
-export has ONNX graphs, else mindspore (if importable and MindIR is present).
+``auto`` picks the first of AUTO_ORDER that is importable, can run on the device and whose graph format the export
+has: mslite (MindIR; the Ascend/edge engine), then on a CPU openvino (ONNX; on this project's reference CPU it
+ran the UNet 1.5x faster than ONNX Runtime in f32 and about 4x faster in bf16, at less memory --
+benchmarks/README.md), then onnxruntime (ONNX; CPU, CUDA, CANN), then mindspore (MindIR).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from ..errors import GraphError, SV3DError
 from ..manifest import Manifest
 from ..specs import GRAPH_NAMES, GraphSpec, TensorSpec
 
-BACKENDS = ("mslite", "mindspore", "onnxruntime")
+BACKENDS = ("mslite", "mindspore", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto",) + BACKENDS
 DEVICES = ("cpu", "cuda", "ascend")
 
@@ -39,8 +42,12 @@ _REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "mslite": ("mindir", "mslite_backend", "mindspore_lite"),
     "mindspore": ("mindir", "mindspore_backend", "mindspore"),
     "onnxruntime": ("onnx", "onnxruntime_backend", "onnxruntime"),
+    "openvino": ("onnx", "openvino_backend", "openvino"),
 }
-AUTO_ORDER = ("mslite", "onnxruntime", "mindspore")
+AUTO_ORDER = ("mslite", "openvino", "onnxruntime", "mindspore")
+# backends that run on the CPU only (auto skips them for other devices)
+CPU_ONLY = ("openvino",)
+PRECISIONS = ("auto", "f32", "bf16")
 
 
 class BackendError(SV3DError):
@@ -67,6 +74,15 @@ class RunOptions:
     # ONNX Runtime's CPU memory arena keeps every freed block: on the full-size UNet it grew past 24 GB, while
     # without it the call peaked at 15 GB at the same speed (benchmarks/README.md 5.2). Off unless asked for.
     cpu_mem_arena: bool = False
+    # openvino: f32 | bf16 | auto (bf16 where the CPU has it natively); see openvino_backend.py
+    precision: str = "auto"
+    # openvino: compiled-model cache folder; None = the default ($SV3D_CACHE_DIR/openvino or
+    # ~/.cache/sv3d-runtime/openvino), "" = no cache
+    cache_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(self.precision))
 
 
 class GraphRunner(Protocol):
@@ -198,8 +214,9 @@ def backend_available(name: str, *, try_import: bool = False) -> Tuple[bool, str
     return True, ""
 
 
-def resolve_backend(name: str, manifest: Manifest) -> str:
-    """The concrete backend for ``name`` (``auto`` resolved against the export's formats and installed engines)."""
+def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
+    """The concrete backend for ``name`` (``auto`` resolved against the export's formats, the installed engines
+    and the device kind)."""
     formats = manifest.formats()
     if name != "auto":
         fmt = backend_format(name)
@@ -215,6 +232,9 @@ def resolve_backend(name: str, manifest: Manifest) -> str:
     tried = []
     for cand in AUTO_ORDER:
         fmt = backend_format(cand)
+        if cand in CPU_ONLY and device != "cpu":
+            tried.append(f"{cand}: cpu only")
+            continue
         if fmt not in formats:
             tried.append(f"{cand}: no {fmt} graphs in the export")
             continue
@@ -223,7 +243,7 @@ def resolve_backend(name: str, manifest: Manifest) -> str:
             return cand
         tried.append(f"{cand}: {why}")
     raise BackendError("no backend can run this export (auto)", got="; ".join(tried),
-                       hint="install onnxruntime (ONNX graphs) or mindspore / mindspore_lite (MindIR graphs)")
+                       hint="install openvino or onnxruntime (ONNX graphs), or mindspore / mindspore_lite (MindIR graphs)")
 
 
 def _backend_module(name: str):
@@ -238,7 +258,7 @@ def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", de
 
     verify: check the graph's files against the manifest first (size always, sha256 when ``checksums``).
     """
-    name = resolve_backend(backend, manifest)
+    name = resolve_backend(backend, manifest, device)
     dev = DeviceSpec(device, device_id)
     entry = manifest.entry(backend_format(name), graph_name)
     if verify:
@@ -251,7 +271,7 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
                 options: Optional[RunOptions] = None, names: Iterable[str] = GRAPH_NAMES, verify: bool = True,
                 checksums: bool = True) -> Dict[str, BaseRunner]:
     """Load several graphs of an export (all four by default) on one backend: {graph name: runner}."""
-    name = resolve_backend(backend, manifest)
+    name = resolve_backend(backend, manifest, device)
     names = tuple(names)
     if verify:
         manifest.verify_files(backend_format(name), names=names, checksums=checksums)
@@ -260,5 +280,5 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
-           "GraphRunner", "BaseRunner", "graph_input_name", "check_engine_inputs", "backend_format",
+           "GraphRunner", "BaseRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name", "check_engine_inputs", "backend_format",
            "backend_available", "resolve_backend", "load_graph", "load_graphs", "is_importable"]

@@ -1,0 +1,174 @@
+"""OpenVINO backend: the export's ONNX files compiled for the CPU by OpenVINO, inputs bound by name.
+
+OpenVINO is the maintained deployment engine for Intel CPUs. Where the CPU has AMX-BF16 or AVX512_BF16 it runs
+matmuls and convolutions in bfloat16 (``INFERENCE_PRECISION_HINT``), several times faster than fp32 here
+(benchmarks/README.md), with normalisation statistics, softmax and accumulation kept in fp32 by the engine.
+
+Precision (RunOptions.precision): ``f32``, ``bf16`` or ``auto`` = bf16 when OpenVINO reports BF16 among the CPU's
+optimisation capabilities (AMX or AVX512_BF16), else f32. The reduced precision applies to the graphs that run
+many times (REDUCED_PRECISION_GRAPHS: the UNet every step, the decoder per chunk); CLIP and the VAE encoder run
+once per image and stay f32, which keeps the conditioning exact at a cost of about a second.
+
+Compiled models are cached (OpenVINO's ``CACHE_DIR``, keyed by the file and the compile properties): the first
+load compiles, later loads of the same file read the blob. RunOptions.cache_dir, else ``$SV3D_CACHE_DIR/openvino``,
+else ``~/.cache/sv3d-runtime/openvino``; an empty string turns caching off.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from . import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .onednn import without_our_cap
+from ..errors import GraphError
+
+REDUCED_PRECISION_GRAPHS = ("unet", "vae_decoder")
+CACHE_ENV = "SV3D_CACHE_DIR"
+_OV_DTYPES = {"f32": "float32", "f16": "float16"}
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendError(f"the openvino backend needs the 'openvino' package: {e}",
+                           hint="pip install openvino, or choose --backend onnxruntime") from None
+    return openvino
+
+
+_CORE = None
+
+
+def _warm_up(ov, ov_core) -> None:
+    """Compile and run a one-op model, so that the CPU plugin's oneDNN reads its ISA settings now."""
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 16], np.float32, name="x")
+    model = ov.Model([ops.softmax(x, -1)], [x], "warm_up")
+    ov_core.compile_model(model, "CPU")({"x": np.zeros((1, 16), np.float32)})
+
+
+def core():
+    """One OpenVINO Core per process (it owns the plugin and its thread pool), initialised without the oneDNN ISA
+    cap that the MindSpore backend sets for its own oneDNN (onednn.without_our_cap)."""
+    global _CORE
+    if _CORE is None:
+        ov = _import_openvino()
+        with without_our_cap():
+            ov_core = ov.Core()
+            _warm_up(ov, ov_core)
+        _CORE = ov_core
+    return _CORE
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has a native bf16 path on this machine (AMX or AVX512_BF16)."""
+    try:
+        caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:                                   # a plugin that cannot report it: assume no
+        return False
+    return "BF16" in [str(c).upper() for c in caps]
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` -> bf16 where the CPU supports it natively, else f32; ``f32``/``bf16`` as given (bf16 refused on
+    CPUs without it: OpenVINO would silently fall back to f32 and the user's benchmark would lie)."""
+    if requested not in PRECISIONS:
+        raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(requested))
+    if requested == "auto":
+        return "bf16" if cpu_supports_bf16() else "f32"
+    if requested == "bf16" and not cpu_supports_bf16():
+        raise BackendError("bf16 was requested, but this CPU has no native bf16 (AMX-BF16 / AVX512_BF16) for "
+                           "OpenVINO", hint="use --precision f32 (or auto)")
+    return requested
+
+
+def graph_precision(graph_name: str, requested: str) -> str:
+    """The precision a graph runs at: the resolved precision for REDUCED_PRECISION_GRAPHS, f32 for the others."""
+    resolved = resolve_precision(requested)
+    return resolved if graph_name in REDUCED_PRECISION_GRAPHS else "f32"
+
+
+def cache_dir(options: RunOptions) -> Optional[Path]:
+    if options.cache_dir is not None:
+        return Path(options.cache_dir).expanduser() if options.cache_dir else None
+    base = os.environ.get(CACHE_ENV)
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "sv3d-runtime"
+    return root / "openvino"
+
+
+class OpenVINORunner(BaseRunner):
+    backend = "openvino"
+
+    def __init__(self, spec, path: str, compiled, precision: str, cached: bool) -> None:
+        super().__init__(spec, path)
+        self.compiled = compiled
+        self.precision = precision
+        self.cached = cached                       # whether a compiled blob was found in the cache at load
+        self.request = compiled.create_infer_request()
+        self._outputs = [compiled.output(n) for n in spec.output_names]
+
+    def _run(self, arrays: list) -> List[np.ndarray]:
+        feeds = {t.name: a for t, a in zip(self.spec.inputs, arrays)}
+        results = self.request.infer(feeds)
+        # copies: the request reuses its output buffers on the next call
+        return [np.array(results[o]) for o in self._outputs]
+
+
+def _reason(e: Exception) -> str:
+    """OpenVINO's messages start with the C++ source location; the reason is in the lines after it."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from src/")]
+    return " | ".join(useful[:3]) or (lines[0] if lines else type(e).__name__)
+
+
+def _blobs(folder: Optional[Path]) -> set:
+    return set(folder.glob("*.blob")) if folder is not None and folder.is_dir() else set()
+
+
+def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OpenVINORunner:
+    if device.kind != "cpu":
+        raise BackendError(f"the openvino backend runs on the CPU only, not {device.kind}",
+                           hint="use --device cpu, or --backend onnxruntime for cuda / ascend")
+    path = str(manifest.root / entry.model_file)
+    precision = graph_precision(entry.spec.name, options.precision)
+    props = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if options.intra_op_threads:
+        props["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
+    folder = cache_dir(options)
+    ov_core = core()
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BackendError(f"cannot create the OpenVINO cache folder: {e.strerror}", path=folder,
+                               hint="pass --cache-dir DIR (or '' to turn the cache off)") from None
+        props["CACHE_DIR"] = str(folder)
+    before = _blobs(folder)
+    try:
+        compiled = ov_core.compile_model(path, "CPU", props)
+    except Exception as e:                          # OpenVINO raises RuntimeError with the converter's message
+        raise GraphError(f"openvino cannot compile graph {entry.spec.name}: {_reason(e)}", path=path) from None
+    cached = folder is not None and bool(before) and _blobs(folder) == before
+
+    names = []
+    for port in compiled.inputs:
+        name = port.get_any_name()
+        shape = port.get_partial_shape()
+        dims = tuple(d.get_length() if d.is_static else -1 for d in shape) if shape.rank.is_static else None
+        names.append((name, dims))
+        want = next((t.dtype for t in entry.spec.inputs if t.name == name), None)
+        got = _OV_DTYPES.get(port.get_element_type().get_type_name())
+        if want is not None and got != want:
+            raise GraphError(f"graph {entry.spec.name} (openvino): input {name!r} is {got} in the graph file but "
+                             f"{want} in the manifest", path=path)
+    check_engine_inputs(entry.spec, names, backend="openvino", path=path, ordered=False)
+    out_names = {n for o in compiled.outputs for n in o.get_names()}
+    missing = [n for n in entry.spec.output_names if n not in out_names]
+    if missing:
+        raise GraphError(f"graph {entry.spec.name} (openvino): outputs {sorted(out_names)} in the graph file, the "
+                         f"manifest expects {list(entry.spec.output_names)}", path=path)
+    return OpenVINORunner(entry.spec, path, compiled, precision, cached)
