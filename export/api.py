@@ -37,7 +37,7 @@ from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
 from .components import graph_weight_bytes
 from .errors import ExportError, ParityError
-from .options import DTYPES, ISOLATE_CHOICES, ONNX_SOURCES, UNET_BATCHES, ExportOptions
+from .options import DTYPES, ISOLATE_CHOICES, ONNX_FORMS, ONNX_SOURCES, UNET_BATCHES, ExportOptions
 
 log = logging.getLogger("export")
 
@@ -60,6 +60,7 @@ class Plan:
     seed: int = 0
     onnx_source: str = "auto"
     isolate: str = "auto"
+    onnx_form: str = "fused"
 
 
 @dataclass
@@ -139,6 +140,11 @@ def plan(options: ExportOptions) -> Plan:
         raise ExportError(f"--parity must be one of {list(parity.GATES)}, got {options.parity!r}")
     if options.isolate not in ISOLATE_CHOICES:
         raise ExportError(f"--isolate must be one of {list(ISOLATE_CHOICES)}, got {options.isolate!r}")
+    if options.onnx_form not in ONNX_FORMS:
+        raise ExportError(f"--onnx-form must be one of {list(ONNX_FORMS)}, got {options.onnx_form!r}")
+    if options.onnx_form == "fused" and options.attention_chunk and "onnx" in formats:
+        log.warning("note: --attention-chunk keeps the chunked attention spelled out in the fused ONNX graphs; "
+                    "their fused attention bounds memory by itself (use --attention-chunk 0)")
     if options.onnx_source not in ONNX_SOURCES:
         raise ExportError(f"--onnx-source must be one of {list(ONNX_SOURCES)}, got {options.onnx_source!r}")
     if not options.parity_max_gflop >= 0:
@@ -150,7 +156,7 @@ def plan(options: ExportOptions) -> Plan:
     p = Plan(cfg=cfg, shapes=shapes, formats=formats, parity=options.parity,
              max_gflop=float(options.parity_max_gflop), checkpoint=checkpoint.absolute(), out=out,
              overwrite=bool(options.overwrite), seed=int(options.seed), onnx_source=options.onnx_source,
-             isolate=options.isolate)
+             isolate=options.isolate, onnx_form=options.onnx_form)
     probe = out.parent
     while not probe.exists():
         probe = probe.parent
@@ -221,6 +227,7 @@ class Exporter:
         self.p = p
         self.root = root
         self.scratch = root / SCRATCH
+        self.fusions: Dict[str, dict] = {}      # graph -> export/onnx_fuse report (fused form)
 
     def isolated(self, name: str) -> bool:
         """--isolate on/off, or auto: worker processes for graphs whose weights exceed ISOLATE_BYTES."""
@@ -262,12 +269,33 @@ class Exporter:
                                   model if from_mindir else None, work)
                 onnx_model, onnx_files = self._guard(name, "onnx", workers.call, iso, workers.pack_onnx, raw, spec,
                                                      out_root / "onnx", from_mindir)
+                if p.onnx_form == "fused":
+                    fused = self._guard(name, "onnx", self.fuse, onnx_model, onnx_files, work)
+                    if out_root == self.root:                       # not the twin's
+                        self.fusions[name] = fused
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             written["onnx"] = (onnx_model, onnx_files, time.perf_counter() - t0)
         if "mindir" not in p.formats and model is not None:
             shutil.rmtree(folder, ignore_errors=True)
         return written
+
+    @staticmethod
+    def fuse(model: Path, files: List[Path], work: Path) -> dict:
+        """Rewrite a written ONNX graph into its fused form (export/onnx_fuse.py), in place: the new files are
+        written beside in `work` (the weights stream from the old data file) and then moved over the old ones."""
+        from . import onnx_fuse
+
+        tmp = work / "fused"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        data = [f for f in files if f != model]
+        report = onnx_fuse.fuse_file(model, tmp / model.name, data[0].name if data else None)
+        for f in files:
+            os.replace(tmp / f.name, f)
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info(f"  {model.stem} [onnx] fused: {report.summary()}")
+        return report.to_dict()
 
     @staticmethod
     def _guard(name: str, fmt: str, fn: Callable, *args):
@@ -313,12 +341,17 @@ class Exporter:
         checks = self.check_all(name, written, spec, iso, run=gate == "full")
         entries = {}
         for fmt, (model, files, t_write) in written.items():
-            entry = GraphEntry(spec, fmt, _rel(model, self.root), _files(files, self.root))
+            form = p.onnx_form if fmt == "onnx" else "plain"
+            entry = GraphEntry(spec, fmt, _rel(model, self.root), _files(files, self.root), form)
             size = sum(f.bytes for f in entry.files)
             report["formats"][fmt] = {"model_file": entry.model_file, "bytes": size, "files": len(entry.files),
                                       "export_seconds": round(t_write, 3),
                                       "engine_inputs": checks[fmt]["engine_inputs"],
                                       "engine_outputs": checks[fmt]["engine_outputs"]}
+            if fmt == "onnx":
+                report["formats"][fmt]["form"] = form
+                if name in self.fusions:
+                    report["formats"][fmt]["fusions"] = self.fusions[name]
             entries[fmt] = entry
             log.info(f"  {name} [{fmt}] written in {t_write:.1f} s: {len(files)} file(s), {size / 1e6:.1f} MB")
         log.info(f"  {name}: every file loads in its engine with the spec's inputs/outputs "
@@ -368,7 +401,8 @@ def run(p: Plan) -> ExportResult:
         log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
                  f"{p.shapes.resolution} px, {p.shapes.num_frames} frames, unet batch {p.shapes.unet_batch}, "
                  f"decode chunk {p.shapes.decode_chunk}, {p.shapes.dtype}, attention chunk "
-                 f"{p.shapes.attention_chunk or 'off'}, formats {','.join(p.formats)}, parity {p.parity}")
+                 f"{p.shapes.attention_chunk or 'off'}, formats {','.join(p.formats)}"
+                 f"{' (onnx ' + p.onnx_form + ')' if 'onnx' in p.formats else ''}, parity {p.parity}")
         graphs: Dict[str, Dict[str, GraphEntry]] = {fmt: {} for fmt in p.formats}
         reports = {}
         for i, name in enumerate(GRAPH_NAMES, 1):

@@ -12,6 +12,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16"}
 DEFAULT_FORMATS = "mindir,onnx"
 ONNX_SOURCES = ("auto", "mindir", "cell")
 ISOLATE_CHOICES = ("auto", "on", "off")
+ONNX_FORMS = ("fused", "plain")                     # export/onnx_fuse.py
 
 
 @dataclass
@@ -40,6 +41,10 @@ class ExportOptions:
     onnx_source: str = field(default="auto", metadata=dict(
         choices=list(ONNX_SOURCES), help="trace ONNX from the MindIR's GraphCell (fast) or from the Cell again "
                                          "(less memory); auto = GraphCell unless the graph runs in workers"))
+    onnx_form: str = field(default=ONNX_FORMS[0], metadata=dict(
+        choices=list(ONNX_FORMS), help="fused: attention, GELU, LayerNorm and GroupNorm rewritten into the fused "
+                                       "ops ONNX Runtime and OpenVINO have kernels for (flash attention: bounded "
+                                       "memory); plain: the graph as MindSpore writes it"))
     isolate: str = field(default="auto", metadata=dict(
         choices=list(ISOLATE_CHOICES), help="run each weight-holding step in a worker process (MindSpore keeps "
                                             "compiled weights until exit); auto = for graphs over 1 GiB"))

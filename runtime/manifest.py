@@ -56,14 +56,16 @@ class GraphEntry:
     format: str
     model_file: str                   # the file an engine loads (relative)
     files: Tuple[GraphFile, ...]      # every file of the graph (model + external data), checksummed
+    form: str = "plain"               # onnx: "fused" (export/onnx_fuse.py) or "plain" (as MindSpore wrote it)
 
     def to_dict(self) -> dict:
-        return {"model_file": self.model_file, "files": [f.to_dict() for f in self.files], **self.spec.to_dict()}
+        return {"model_file": self.model_file, "files": [f.to_dict() for f in self.files], "form": self.form,
+                **self.spec.to_dict()}
 
     @classmethod
     def from_dict(cls, name: str, fmt: str, d: Mapping) -> "GraphEntry":
         files = tuple(GraphFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in d["files"])
-        return cls(GraphSpec.from_dict(name, d), fmt, str(d["model_file"]), files)
+        return cls(GraphSpec.from_dict(name, d), fmt, str(d["model_file"]), files, str(d.get("form", "plain")))
 
 
 def pipeline_constants(cfg, shapes: ExportShapes) -> dict:

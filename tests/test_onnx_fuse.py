@@ -1,0 +1,134 @@
+"""export/onnx_fuse.py: the fused ONNX form computes what the plain form computes, on both ONNX engines.
+
+One plain ONNX export of the tiny sv3d_u oracle model (64 px, gate off) per module; each graph is fused with
+`fuse_file` and both files are run on the spec's example inputs.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.manifest import Manifest
+from runtime.specs import GRAPH_NAMES
+from tests.conftest import rel_l2
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx_ir")
+ort = pytest.importorskip("onnxruntime")
+
+FUSED_TOL = 1e-5          # fp32: the fused kernels reorder sums only
+
+
+@pytest.fixture(scope="module")
+def plain_export(oracle, tmp_path_factory):
+    pytest.importorskip("mindspore", reason="exporting needs mindspore")
+    from export import ExportOptions, export_graphs
+
+    out = tmp_path_factory.mktemp("fuse") / "plain"
+    export_graphs(ExportOptions(config="sv3d_u_tiny", checkpoint=str(oracle / "sv3d_u_tiny" / "checkpoint.safetensors"),
+                                out=str(out), resolution=64, formats="onnx", parity="off", onnx_form="plain",
+                                quiet=True))
+    return Manifest.load(out)
+
+
+@pytest.fixture(scope="module")
+def fused(plain_export, tmp_path_factory):
+    """{graph: (plain path, fused path, report)}"""
+    from export.onnx_fuse import fuse_file
+
+    folder = tmp_path_factory.mktemp("fused")
+    out = {}
+    for name in GRAPH_NAMES:
+        src = plain_export.root / plain_export.entry("onnx", name).model_file
+        dst = folder / src.name
+        out[name] = (src, dst, fuse_file(src, dst))
+    return out
+
+
+def _ops(path: Path) -> Counter:
+    m = onnx.load(str(path), load_external_data=False)
+    return Counter((n.domain or "", n.op_type) for n in m.graph.node)
+
+
+def _ort(path: Path, feeds):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_the_plain_manifest_says_plain(plain_export):
+    assert {plain_export.entry("onnx", n).form for n in GRAPH_NAMES} == {"plain"}
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_every_pattern_is_fused(fused, name):
+    src, dst, report = fused[name]
+    before, after = _ops(src), _ops(dst)
+    # every spelled-out attention, GELU and norm of the plain graph became its fused op
+    assert report.fused["attention"] == before[("", "Softmax")] > 0
+    assert after[("com.microsoft", "MultiHeadAttention")] == before[("", "Softmax")]
+    assert after[("", "Softmax")] == 0
+    assert report.fused["gelu"] == before[("", "Abs")] == after[("com.microsoft", "Gelu")]
+    assert after[("", "Abs")] == 0 and after[("", "Exp")] == 0
+    assert after[("", "ReduceMean")] == 0, "a LayerNorm or GroupNorm was left spelled out"
+    assert after[("", "InstanceNormalization")] == report.fused["groupnorm"]
+    assert after[("", "LayerNormalization")] == report.fused["layernorm"]
+    assert not report.skipped
+    assert sum(after.values()) < sum(before.values())
+    model = onnx.load(str(dst), load_external_data=False)
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+    onnx.checker.check_model(model)
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_fused_equals_plain_on_onnxruntime_and_openvino(plain_export, fused, name):
+    src, dst, _ = fused[name]
+    feeds = plain_export.entry("onnx", name).spec.example_inputs(0)
+    plain = _ort(src, feeds)
+    assert rel_l2(_ort(dst, feeds), plain) < FUSED_TOL
+    from runtime.backends import backend_available
+
+    if backend_available("openvino")[0]:
+        from runtime.backends.openvino_backend import core
+
+        got = core().compile_model(str(dst), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(feeds)[0]
+        assert rel_l2(got, plain) < FUSED_TOL
+
+
+def test_heads_are_folded_where_split_heads_was_used(fused):
+    # CLIP's attentions go through split_heads/merge_heads: MHA reads (B, N, heads*d) and the transposes go
+    _, _, report = fused["clip_encoder"]
+    assert report.fused["attention_heads_folded"] == report.fused["attention"] > 0
+    src, dst, _ = fused["clip_encoder"]
+    assert _ops(dst)[("", "Transpose")] < _ops(src)[("", "Transpose")]
+
+
+def test_a_region_that_is_not_gelu_is_left_alone(tmp_path):
+    """An Abs-led elementwise region that computes something else (here 0.5 x + 0.5 |x| x) is not replaced."""
+    from onnx import TensorProto, helper
+
+    from export.onnx_fuse import fuse_file
+
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    nodes = [helper.make_node("Abs", ["x"], ["ax"]), helper.make_node("Mul", ["x", "half"], ["hx"]),
+             helper.make_node("Mul", ["ax", "half"], ["hax"]), helper.make_node("Mul", ["hax", "x"], ["p"]),
+             helper.make_node("Add", ["hx", "p"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [half])
+    src = tmp_path / "notgelu.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), str(src))
+    report = fuse_file(src, tmp_path / "out.onnx")
+    assert report.fused["gelu"] == 0 and report.skipped["gelu"] == 1
+    x = np.array([-2.0, -0.5, 0.5, 2.0], np.float32)
+    np.testing.assert_allclose(_ort(tmp_path / "out.onnx", {"x": x}), 0.5 * x + 0.5 * np.abs(x) * x, rtol=1e-6)
+
+
+def test_fuse_file_refuses_to_overwrite_its_source(fused):
+    from export.onnx_fuse import fuse_file
+
+    src = fused["vae_encoder"][0]
+    with pytest.raises(ValueError, match="must differ"):
+        fuse_file(src, src)
