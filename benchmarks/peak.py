@@ -1,4 +1,8 @@
-"""The machine the numbers come from: fp32 matmul peak measured in the same run, CPU, memory, versions.
+"""The machine the numbers come from: fp32 and bf16 matmul peaks measured in the same run, CPU, memory, versions.
+
+The bf16 peak is OpenVINO's CPU MatMul (n x n x n) compiled with bf16 inference precision -- on CPUs with AMX
+that is the tile engine, several times the fp32 peak -- timed in a child process the same way; it is the bar for
+the graphs that run in bf16.
 
 The peak is numpy's sgemm (n x n x n, 2 n^3 FLOPs) timed in a child process, so that its BLAS thread count can
 be set before numpy loads (OPENBLAS/OMP/MKL_NUM_THREADS), whatever this process has already imported. Best of
@@ -39,6 +43,30 @@ print(json.dumps(times))
 """
 
 
+_BF16_CHILD = r"""
+import json, sys, time
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+a = ops.parameter([n, n], np.float32, name="a")
+w = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
+model = ov.Model([ops.matmul(a, w, False, False)], [a], "peak")
+compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": sys.argv[3],
+                                                   "PERFORMANCE_HINT": "LATENCY"})
+req = compiled.create_infer_request()
+x = rng.standard_normal((n, n), dtype=np.float32)
+req.infer({"a": x})
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    req.infer({"a": x})
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
 def cpu_threads() -> int:
     """CPUs this process may run on (affinity), which is what the engines size their pools by."""
     try:
@@ -58,11 +86,29 @@ def sgemm_peak(n: int = DEFAULT_GEMM_N, repeats: int = DEFAULT_GEMM_REPEATS,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"sgemm probe failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    times = sorted(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return _peak_record(f"numpy sgemm {n}^3", threads, repeats, n, proc.stdout)
+
+
+def _peak_record(op: str, threads: int, repeats: int, n: int, stdout: str) -> dict:
+    times = sorted(json.loads(stdout.strip().splitlines()[-1]))
     flops = 2 * n ** 3
-    return {"op": f"numpy sgemm {n}^3", "threads": threads, "repeats": repeats, "flops": flops,
+    return {"op": op, "threads": threads, "repeats": repeats, "flops": flops,
             "best_s": times[0], "median_s": times[len(times) // 2],
             "gflops_best": flops / times[0] / 1e9, "gflops_median": flops / times[len(times) // 2] / 1e9}
+
+
+def matmul_peak_openvino(n: int = DEFAULT_GEMM_N * 2, repeats: int = DEFAULT_GEMM_REPEATS,
+                         precision: str = "bf16") -> Optional[dict]:
+    """OpenVINO CPU MatMul n^3 at `precision` (bf16: AMX / AVX512_BF16 where present) in a child process;
+    None where openvino is not installed or the probe fails."""
+    if n <= 0 or repeats <= 0:
+        raise ValueError(f"matmul_peak_openvino: n and repeats must be positive, got n={n}, repeats={repeats}")
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    proc = subprocess.run([sys.executable, "-c", _BF16_CHILD, str(n), str(repeats), precision], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    return _peak_record(f"openvino matmul {n}^3 {precision}", cpu_threads(), repeats, n, proc.stdout)
 
 
 def _cpuinfo() -> Dict[str, str]:
@@ -119,8 +165,8 @@ def _version(distribution: str) -> Optional[str]:
         return None
 
 
-def versions(distributions=("numpy", "onnx", "onnxruntime", "mindspore", "mindspore_lite", "mindspore-lite",
-                            "psutil")) -> dict:
+def versions(distributions=("numpy", "onnx", "onnx-ir", "onnxruntime", "openvino", "mindspore", "mindspore_lite",
+                            "mindspore-lite", "psutil")) -> dict:
     """Versions of the engines and libraries (None where not installed)."""
     out = {"python": platform.python_version()}
     for d in distributions:
@@ -144,7 +190,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="BLAS threads (default: all usable CPUs)")
     a = p.parse_args()
     print(json.dumps({"machine": machine_info(), "versions": versions(),
-                      "sgemm": sgemm_peak(a.n, a.repeats, a.threads or None)}, indent=1))
+                      "sgemm": sgemm_peak(a.n, a.repeats, a.threads or None),
+                      "bf16_matmul": matmul_peak_openvino(2 * a.n, a.repeats)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ GRAPH_STAGES = {"clip_encoder": "clip_encoder", "vae_encoder": "vae_encoder", "u
 # MindSpore's CPU 3x3 convolution takes oneDNN's reference kernel on AVX-512 machines).
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 ARENA_MODS = {"noarena": False, "arena": True}      # onnxruntime@noarena / @arena: its CPU memory arena
+PRECISION_MODS = ("f32", "bf16")                     # openvino@f32 / @bf16 (RunOptions.precision)
 CHILD_FLAG = "--child"
 SYNTHETIC_IMAGE_SEED = 0
 
@@ -58,11 +59,14 @@ class BackendRun:
     e2e_repeats: int = 1
     graphs: Tuple[str, ...] = tuple(GRAPH_STAGES)
     ort_arena: Optional[bool] = None   # ORT CPU memory arena on/off; None = the runtime's default
+    precision: str = "auto"            # openvino: f32 | bf16 | auto
     out_jsonl: str = ""
 
 
-def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool]]:
-    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena or None).
+def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool], str]:
+    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena or None, precision).
+
+    '@f32' / '@bf16' set OpenVINO's precision (RunOptions.precision; default auto).
 
     '@<ISA>' sets oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) for the run: mindspore@AVX2 caps it, mindspore@ALL lifts
     any cap (runtime/backends caps MindSpore at AVX2 unless the variable is set). '@noarena' / '@arena' run ONNX
@@ -73,25 +77,29 @@ def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool]]:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} in {spec!r}; expected one of {list(BACKENDS)}, optionally "
                          f"with @ISA (e.g. mindspore@AVX2, mindspore@ALL) or @noarena / @arena (onnxruntime)")
-    env, arena = {}, None
+    env, arena, precision = {}, None, "auto"
     for mod in mods:
-        if mod.lower() in ARENA_MODS:
+        if mod.lower() in PRECISION_MODS:
+            if name != "openvino":
+                raise ValueError(f"@{mod} applies to openvino only, got {spec!r}")
+            precision = mod.lower()
+        elif mod.lower() in ARENA_MODS:
             if name != "onnxruntime":
                 raise ValueError(f"@{mod} applies to onnxruntime only, got {spec!r}")
             arena = ARENA_MODS[mod.lower()]
         elif mod:
             env[ISA_ENV] = mod.upper()
-    return name, spec, env, arena
+    return name, spec, env, arena, precision
 
 
-def run_options(threads: int, arena: Optional[bool]):
+def run_options(threads: int, arena: Optional[bool], precision: str = "auto", cache_dir: Optional[str] = None):
     """runtime.backends.RunOptions for a run; the arena setting goes through RunOptions.cpu_mem_arena where the
     runtime has it, else (older runtime: arena always on) '@noarena' patches onnxruntime in this process."""
     import dataclasses
 
     from runtime import RunOptions
 
-    kwargs = {"intra_op_threads": threads}
+    kwargs = {"intra_op_threads": threads, "precision": precision, "cache_dir": cache_dir}
     if arena is not None:
         if "cpu_mem_arena" in {f.name for f in dataclasses.fields(RunOptions)}:
             kwargs["cpu_mem_arena"] = arena
@@ -144,6 +152,7 @@ def synthetic_image(resolution: int):
 
 def _child(run: BackendRun) -> None:
     from runtime import GRAPH_NAMES, Manifest, SV3DPipeline, load_graph
+    from runtime.backends import backend_format
 
     from .flops import generation_flops_executed, graph_flops
 
@@ -154,24 +163,33 @@ def _child(run: BackendRun) -> None:
     emit({"record": "memory", "point": "start", "rss_bytes": _rss()})
     manifest = Manifest.load(run.graphs_dir)
     cfg, shapes = manifest.sv3d_config(), manifest.shapes
-    manifest.verify_files("mindir" if run.backend != "onnxruntime" else "onnx", checksums=False)
-    options = run_options(run.threads, run.ort_arena)
+    manifest.verify_files(backend_format(run.backend), checksums=False)
+    # openvino compiles into a cache that starts empty (cwd is the child's scratch folder): the first load of a
+    # graph is a cold compile, a second one ("graph_cached") reads the compiled blob
+    cache = os.path.abspath("ov_cache") if run.backend == "openvino" else None
+    options = run_options(run.threads, run.ort_arena, run.precision, cache)
 
     def load(g: str, phase: str):
         t0 = time.perf_counter()
         runner = load_graph(manifest, g, backend=run.backend, options=options, verify=False)
-        emit({"record": "load", "graph": g, "phase": phase, "seconds": time.perf_counter() - t0})
+        emit({"record": "load", "graph": g, "phase": phase, "seconds": time.perf_counter() - t0,
+              "precision": getattr(runner, "precision", None)})
         return runner
 
     # 1. each graph alone: loaded, timed, released (the full-size graphs do not all fit in RAM at once on every
     #    machine; this also gives each graph's own memory footprint)
     for g in run.graphs:
         runner = load(g, "graph")
+        if cache is not None:
+            del runner
+            gc.collect()
+            runner = load(g, "graph_cached")
         emit({"record": "memory", "point": f"loaded {g}", "rss_bytes": _rss()})
         feeds = runner.spec.example_inputs(seed=0)
         warm, times = time_calls(lambda: runner.run(feeds), run.warmup, run.repeats)
         emit({"record": "memory", "point": f"ran {g}", "rss_bytes": _rss()})
         emit({"record": "stage", "stage": GRAPH_STAGES[g], "graph": g, "times_s": times, "warmup_s": warm,
+              "precision": getattr(runner, "precision", None),
               **summarize(times),
               "flops": graph_flops(cfg, g, shapes).total,
               "flops_reference": graph_flops(cfg, g, shapes, mode="reference").total})
@@ -263,7 +281,8 @@ def run_backend(run: BackendRun, timeout: float) -> List[dict]:
                 detail += " (SIGKILL: on Linux usually the out-of-memory killer)"
             records.append({"backend": run.label, "record": "error", "error": status + detail})
         records.append({"backend": run.label, "record": "backend", "name": run.backend, "env": run.env,
-                        "ort_arena": run.ort_arena, "threads": run.threads, "status": status,
+                        "ort_arena": run.ort_arena, "precision": run.precision, "threads": run.threads,
+                        "status": status,
                         "wall_s": time.perf_counter() - t0})
         return records
 
@@ -277,7 +296,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
     on_backend(records so far) is called after every backend, so that partial results can be saved."""
     from runtime import Manifest
 
-    from .peak import machine_info, sgemm_peak, versions
+    from .peak import machine_info, matmul_peak_openvino, sgemm_peak, versions
 
     manifest = Manifest.load(graphs_dir)
     unknown = [g for g in graphs if g not in GRAPH_STAGES]
@@ -285,16 +304,18 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
         raise ValueError(f"unknown graph(s) {unknown}; expected some of {list(GRAPH_STAGES)}")
     parsed = [parse_backend(b) for b in backends]
     peak = sgemm_peak(peak_n, threads=threads or None)
+    bf16_peak = matmul_peak_openvino(2 * peak_n) if any(p[0] == "openvino" for p in parsed) else None
     records = [{"record": "run", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(),
-                "versions": versions(), "sgemm_peak": peak, "graphs_dir": str(graphs_dir),
+                "versions": versions(), "sgemm_peak": peak, "bf16_peak": bf16_peak, "graphs_dir": str(graphs_dir),
                 "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
                 "shapes": manifest.shapes.to_dict(),
                 "latent_size": manifest.shapes.resolution // manifest.sv3d_config().latent_factor,
                 "steps": steps, "warmup": warmup, "repeats": repeats,
                 "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
-    progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads); "
-             f"load {records[0]['machine']['loadavg_1_5_15']}")
-    for name, label, env, arena in parsed:
+    progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads)"
+             + (f", OpenVINO bf16 matmul peak {bf16_peak['gflops_best']:.0f} GFLOP/s" if bf16_peak else "")
+             + f"; load {records[0]['machine']['loadavg_1_5_15']}")
+    for name, label, env, arena, precision in parsed:
         why = _skip_reason(name, manifest)
         if why:
             records.append({"backend": label, "record": "skipped", "reason": why})
@@ -302,7 +323,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
             continue
         progress(f"{label}: running ...")
         run = BackendRun(str(graphs_dir), name, label, env, threads, warmup, repeats, steps, e2e_repeats,
-                         tuple(graphs), ort_arena=arena)
+                         tuple(graphs), ort_arena=arena, precision=precision)
         recs = run_backend(run, timeout)
         records += recs
         progress(f"{label}: {recs[-1]['status']} in {recs[-1]['wall_s']:.1f} s")
@@ -314,11 +335,15 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
 
 def add_efficiency(records: List[dict]) -> List[dict]:
     """gflops (counted FLOPs / median) and its fraction of the sgemm peak on every stage record with FLOPs."""
-    peak = next(r["sgemm_peak"]["gflops_best"] for r in records if r["record"] == "run")
+    head = next(r for r in records if r["record"] == "run")
+    peak = head["sgemm_peak"]["gflops_best"]
+    bf16 = (head.get("bf16_peak") or {}).get("gflops_best")
     for r in records:
         if r["record"] == "stage" and r.get("flops"):
             r["gflops"] = r["flops"] / r["median_s"] / 1e9
             r["peak_fraction"] = r["gflops"] / peak
+            if bf16:
+                r["bf16_peak_fraction"] = r["gflops"] / bf16
             if r.get("flops_reference"):
                 r["gflops_reference"] = r["flops_reference"] / r["median_s"] / 1e9
     return records
