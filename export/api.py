@@ -46,7 +46,8 @@ log = logging.getLogger("export")
 
 SCRATCH = ".scratch"                 # inside the staging folder: raw exporter output, twin graphs
 MS_DEBUG = "mindspore-debug"         # inside scratch: MindSpore's rank_0/om/analyze_fail.ir and graph dumps
-MS_DEBUG_ENV = "MS_DEV_SAVE_GRAPHS_PATH"
+# MindSpore's dump locations: graphs (save_graphs_path) and MS_OM_PATH/rank_<id>/om/analyze_fail.ir
+MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")
 DISK_MARGIN = LIMITS.disk_margin
 ISOLATE_BYTES = LIMITS.isolate_bytes              # --isolate auto: graphs above this run their steps in workers
 ATTENTION_WARN_BYTES = LIMITS.attention_warn_bytes  # a plain-attention score matrix above this gets a hint
@@ -372,12 +373,12 @@ def run(p: Plan) -> ExportResult:
     t_start = time.perf_counter()
     specs = graph_specs(p.cfg, p.shapes)
     root = staging.begin(p.out)
-    debug_env = os.environ.get(MS_DEBUG_ENV)
+    saved_env = {k: os.environ.get(k) for k in MS_DEBUG_ENVS}
     try:
         # MindSpore writes rank_0/om/analyze_fail.ir (an interrupted or failed compile) and any graph dumps under
         # this path, by default the working directory: keep them in the staging folder, removed with it.
         # Set here, before the steps run, so spawned workers inherit it.
-        os.environ[MS_DEBUG_ENV] = str(root / SCRATCH / MS_DEBUG)
+        os.environ.update({k: str(root / SCRATCH / MS_DEBUG) for k in MS_DEBUG_ENVS})
         _point_mindspore_dumps(root / SCRATCH / MS_DEBUG)
         exporter = Exporter(p, root)
         log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
@@ -416,11 +417,12 @@ def run(p: Plan) -> ExportResult:
         staging.abandon(root)
         raise
     finally:
-        if debug_env is None:
-            os.environ.pop(MS_DEBUG_ENV, None)
-        else:
-            os.environ[MS_DEBUG_ENV] = debug_env
-        _point_mindspore_dumps(Path(debug_env) if debug_env else None)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
     seconds = time.perf_counter() - t_start
     peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "

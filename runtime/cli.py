@@ -44,7 +44,7 @@ from .sample_data import sample_image_path
 
 PROG = "python -m runtime"
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, interrupts.EXIT_INTERRUPTED
-MS_DEBUG_ENV = "MS_DEV_SAVE_GRAPHS_PATH"     # where MindSpore writes rank_0/om/analyze_fail.ir and graph dumps
+MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")   # MindSpore's graph dumps, rank_0/om/analyze_fail.ir
 DEMO_CONFIGS = ("sv3d_u_tiny", "sv3d_p_tiny")
 DEMO_RESOLUTION = 64          # tiny demo export: 64 px images, 8 x 8 latents
 DEMO_SEED = 0                 # seed of the random demo weights
@@ -205,10 +205,9 @@ def run(opts: Options) -> int:
     _check_options(opts)
     demo_tmp = None
     made = _new_dirs(Path(opts.output))
-    ms_debug = None
-    if MS_DEBUG_ENV not in os.environ:
-        ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
-        os.environ[MS_DEBUG_ENV] = str(ms_debug)
+    ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
+    ms_envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]       # a user's own setting wins
+    os.environ.update({k: str(ms_debug) for k in ms_envs})
     try:
         if opts.demo:
             if opts.graphs is None:
@@ -228,10 +227,10 @@ def run(opts: Options) -> int:
         _remove_if_empty(made)
         if demo_tmp is not None:
             shutil.rmtree(demo_tmp, ignore_errors=True)
-        if ms_debug is not None:
-            shutil.rmtree(ms_debug, ignore_errors=True)
-            if os.environ.get(MS_DEBUG_ENV) == str(ms_debug):
-                del os.environ[MS_DEBUG_ENV]
+        shutil.rmtree(ms_debug, ignore_errors=True)
+        for k in ms_envs:
+            if os.environ.get(k) == str(ms_debug):
+                del os.environ[k]
 
 
 def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
