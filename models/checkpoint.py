@@ -157,8 +157,10 @@ def check_layout(header: CheckpointHeader, cfg: SV3DConfig, components: Iterable
         other = [c for c in fits if c.variant != cfg.variant]
         same = [c for c in fits if c.variant == cfg.variant]
         if other:
+            width = (f" (the vector-conditioning width unet.adm_in_channels is {shapes[label][1]} in the file, "
+                     f"{expected[label][1]} in the config)" if label in shapes and label in expected else "")
             parts.append(f"  hint: the file is a checkpoint of the other variant: it fits the bundled config "
-                         f"{other[0].name!r} (variant {other[0].variant}); pass -c {other[0].name}")
+                         f"{other[0].name!r} (variant {other[0].variant}); pass -c {other[0].name}{width}")
         elif same:
             parts.append(f"  hint: the file is a {same[0].variant} checkpoint of another size: it fits the "
                          f"bundled config {same[0].name!r}; pass -c {same[0].name}")

@@ -153,8 +153,8 @@ class SV3DPipeline:
             raise GraphError(f"the pipeline needs graphs {list(GRAPH_NAMES)}; missing {missing}")
         for name in GRAPH_NAMES:
             if runners[name].spec != specs[name]:
-                raise GraphError(f"graph {name}: the loaded graph's inputs/outputs differ from the ones the config "
-                                 f"and shapes define: " + "; ".join(spec_differences(runners[name].spec, specs[name])))
+                raise GraphError(f"graph {name}: the loaded graph's contract differs from the one the config and "
+                                 f"shapes define: " + "; ".join(spec_differences(runners[name].spec, specs[name])))
         self.runners = dict(runners)
 
     # -- construction ----------------------------------------------------------------------------------------
