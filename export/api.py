@@ -391,7 +391,7 @@ def run(p: Plan) -> ExportResult:
             t0 = time.perf_counter()
             log.info(f"[{i}/{len(GRAPH_NAMES)}] {name}")
             entries, report = exporter.export_graph(name, specs[name])
-            interrupts.reassert()
+            interrupts.checkpoint()
             for fmt, entry in entries.items():
                 graphs[fmt][name] = entry
             report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -412,6 +412,7 @@ def run(p: Plan) -> ExportResult:
         check = Manifest.load(root)                     # what the runtime will read, read back before publishing
         for fmt in check.formats():
             check.verify_files(fmt, checksums=False)
+        interrupts.checkpoint()                         # never publish once a signal arrived
         staging.publish(root, p.out, p.overwrite)
     except BaseException:
         staging.abandon(root)

@@ -87,8 +87,12 @@ def _worker_main(conn, parent_pid: int, fn: Callable, args: tuple) -> None:
 def call(isolated: bool, fn: Callable, *args):
     """fn(*args) in this process, or in a fresh spawned process (its exceptions re-raised here; its peak RSS
     appended to STEP_PEAKS). The worker is killed if this process is interrupted while it runs."""
+    from runtime import interrupts
+
     if not isolated:
-        return fn(*args)
+        result = fn(*args)
+        interrupts.checkpoint()
+        return result
     import multiprocessing
 
     t0 = time.perf_counter()
@@ -113,6 +117,7 @@ def call(isolated: bool, fn: Callable, *args):
         recv.close()
         send.close()
     proc.join()
+    interrupts.checkpoint()
     if not ok:
         raise payload
     result = payload

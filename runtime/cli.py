@@ -272,6 +272,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
                 bar.close()
         info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
                 "device": f"{opts.device}:{opts.device_id}", "demo_random_weights": bool(opts.demo)}
+        interrupts.checkpoint()
         folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
         summaries.append((path.name, result.timings))
@@ -284,7 +285,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
 
 
 def _on_step(bar) -> None:
-    interrupts.reassert()
+    interrupts.checkpoint()
     if bar is not None:
         bar.update(1)
 

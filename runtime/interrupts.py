@@ -10,7 +10,8 @@ KeyboardInterrupt, remembers the C-level ``sigaction`` Python installed for it, 
 that ``sigaction`` back within :data:`configs.limits.LIMITS.signal_guard_poll_s` whenever a library replaces it
 (``sigaction`` is process-wide and may be called from any thread). :func:`reassert` does the same check at once;
 callers run it after each engine step. :func:`interrupted` tells whether a signal arrived, so a command line can
-report an interruption even when a library wrapped the KeyboardInterrupt into another exception.
+report an interruption even when a library wrapped the KeyboardInterrupt into another exception, and
+:func:`checkpoint` raises it again where a library swallowed it.
 """
 from __future__ import annotations
 
@@ -114,6 +115,15 @@ def release() -> None:
     _state.update(thread=None, stop=None, previous=None)
 
 
+def checkpoint() -> None:
+    """Re-assert the handlers, and raise KeyboardInterrupt if a signal arrived whose KeyboardInterrupt was
+    swallowed on the way (a library's bare ``except:`` or ``except BaseException``). Callers run it between
+    steps and before publishing anything."""
+    reassert()
+    if _state["received"] is not None:
+        raise KeyboardInterrupt
+
+
 def interrupted() -> bool:
     return _state["received"] is not None
 
@@ -128,4 +138,4 @@ def reset() -> None:
     _state["received"] = None
 
 
-__all__ = ["EXIT_INTERRUPTED", "MESSAGE", "exit_code", "guard", "interrupted", "reassert", "release", "reset"]
+__all__ = ["EXIT_INTERRUPTED", "MESSAGE", "checkpoint", "exit_code", "guard", "interrupted", "reassert", "release", "reset"]
