@@ -1,7 +1,10 @@
 """python -m export -c sv3d_u -k sv3d_u.safetensors -o graphs/sv3d_u [--resolution 576] [--dtype fp16] ...
 
 Exit status: 0 exported and published; 2 bad options, config, checkpoint or output folder (nothing written);
-3 an exported graph failed its parity gate; 1 the exporter itself failed. Nothing is published unless 0.
+3 an exported graph failed its parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for
+SIGTERM). Nothing is published unless 0, and the staging folder is removed on every non-zero exit (after
+MindSpore has replaced the SIGINT handler too: runtime/interrupts.py). Only a SIGKILL leaves a staging folder,
+which the next export to the same destination removes.
 """
 import logging
 import os
@@ -9,6 +12,7 @@ import sys
 from typing import Optional
 
 EXIT_USAGE, EXIT_EXPORT, EXIT_PARITY = 2, 1, 3
+INTERRUPTED = "interrupted: nothing was published"
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -19,6 +23,7 @@ def main(argv: Optional[list] = None) -> int:
     from .api import export_graphs, plan, run
     from .errors import ExportError, ParityError
     from .options import ExportOptions
+    from runtime import interrupts
 
     parser = ArgumentParser(ExportOptions, prog="python -m export",
                             description="Export SV3D (config + official checkpoint) to static-shape MindIR/ONNX "
@@ -26,22 +31,35 @@ def main(argv: Optional[list] = None) -> int:
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    interrupts.reset()
+    interrupts.guard()
     try:
-        p = plan(opts)
-    except (ConfigError, CheckpointError, ExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        result = run(p)
-    except ParityError as e:
-        print(f"error: parity gate failed, nothing was published: {e}", file=sys.stderr)
-        return EXIT_PARITY
-    except (ConfigError, CheckpointError, ExportError) as e:
-        print(f"error: {e} (nothing was published)", file=sys.stderr)
-        return EXIT_EXPORT
+        try:
+            p = plan(opts)
+        except (ConfigError, CheckpointError, ExportError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            result = run(p)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+            return interrupts.exit_code()
+        except Exception as e:
+            if interrupts.interrupted():        # MindSpore wraps a KeyboardInterrupt into ValueError, ...
+                print(INTERRUPTED, file=sys.stderr, flush=True)
+                return interrupts.exit_code()
+            if isinstance(e, ParityError):
+                print(f"error: parity gate failed, nothing was published: {e}", file=sys.stderr)
+                return EXIT_PARITY
+            if isinstance(e, (ConfigError, CheckpointError, ExportError)):
+                print(f"error: {e} (nothing was published)", file=sys.stderr)
+                return EXIT_EXPORT
+            raise
     except KeyboardInterrupt:
-        print("interrupted: nothing was published", file=sys.stderr)
-        return 130
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        return interrupts.exit_code()
+    finally:
+        interrupts.release()
     m = result.manifest
     for fmt in m.formats():
         for name, entry in m.graphs[fmt].items():

@@ -32,6 +32,9 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 
 from configs import ConfigError, SV3DConfig, load_config
+from models.checkpoint import CheckpointError
+from configs.limits import LIMITS, human_bytes
+from runtime import interrupts
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, pipeline_constants, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
@@ -42,9 +45,12 @@ from .options import DTYPES, ISOLATE_CHOICES, ONNX_FORMS, ONNX_SOURCES, UNET_BAT
 log = logging.getLogger("export")
 
 SCRATCH = ".scratch"                 # inside the staging folder: raw exporter output, twin graphs
-DISK_MARGIN = 1.05
-ISOLATE_BYTES = 2 ** 30             # --isolate auto: graphs with more weight bytes run their steps in workers
-ATTENTION_WARN_BYTES = 4 * 2 ** 30   # a plain-attention score matrix above this gets a hint at --attention-chunk
+MS_DEBUG = "mindspore-debug"         # inside scratch: MindSpore's rank_0/om/analyze_fail.ir and graph dumps
+# MindSpore's dump locations: graphs (save_graphs_path) and MS_OM_PATH/rank_<id>/om/analyze_fail.ir
+MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")
+DISK_MARGIN = LIMITS.disk_margin
+ISOLATE_BYTES = LIMITS.isolate_bytes              # --isolate auto: graphs above this run their steps in workers
+ATTENTION_WARN_BYTES = LIMITS.attention_warn_bytes  # a plain-attention score matrix above this gets a hint
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
         raise ExportError(f"--unet-batch must be one of {list(UNET_BATCHES)}, got {options.unet_batch!r}")
     if options.dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {options.dtype!r}")
+    for flag, value, high in (("--resolution", options.resolution, LIMITS.max_resolution),
+                              ("--attention-chunk", options.attention_chunk, LIMITS.max_attention_chunk)):
+        if value is not None and int(value) > high:
+            raise ExportError(f"{flag} is too large: expected at most {high} (configs/limits.py), got {value}")
     t = cfg.num_frames
     shapes = ExportShapes(
         resolution=cfg.resolution if options.resolution is None else int(options.resolution),
@@ -162,8 +172,8 @@ def plan(options: ExportOptions) -> Plan:
         probe = probe.parent
     need, free = _bytes_needed(cfg, shapes, formats, options.parity), shutil.disk_usage(probe).free
     if need > free:
-        raise ExportError(f"not enough disk space for the export in {probe}: about {need / 1e9:.1f} GB needed "
-                          f"(graphs in {len(formats)} format(s) plus scratch), {free / 1e9:.1f} GB free")
+        raise ExportError(f"not enough disk space for the export in {probe}: expected about {human_bytes(need)} "
+                          f"free (graphs in {len(formats)} format(s) plus scratch), got {human_bytes(free)} free")
     scores = attention_scores_bytes(cfg, shapes)
     if scores > ATTENTION_WARN_BYTES:
         log.warning(f"note: with plain attention one score matrix of these graphs takes {scores / 2 ** 30:.1f} GiB "
@@ -302,7 +312,7 @@ class Exporter:
         """Run an exporter step; its failures become ExportError naming the graph and format."""
         try:
             return fn(*args)
-        except (ExportError, ConfigError):
+        except (ExportError, ConfigError, CheckpointError):
             raise
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -396,7 +406,13 @@ def run(p: Plan) -> ExportResult:
     t_start = time.perf_counter()
     specs = graph_specs(p.cfg, p.shapes)
     root = staging.begin(p.out)
+    saved_env = {k: os.environ.get(k) for k in MS_DEBUG_ENVS}
     try:
+        # MindSpore writes rank_0/om/analyze_fail.ir (an interrupted or failed compile) and any graph dumps under
+        # this path, by default the working directory: keep them in the staging folder, removed with it.
+        # Set here, before the steps run, so spawned workers inherit it.
+        os.environ.update({k: str(root / SCRATCH / MS_DEBUG) for k in MS_DEBUG_ENVS})
+        _point_mindspore_dumps(root / SCRATCH / MS_DEBUG)
         exporter = Exporter(p, root)
         log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
                  f"{p.shapes.resolution} px, {p.shapes.num_frames} frames, unet batch {p.shapes.unet_batch}, "
@@ -409,6 +425,7 @@ def run(p: Plan) -> ExportResult:
             t0 = time.perf_counter()
             log.info(f"[{i}/{len(GRAPH_NAMES)}] {name}")
             entries, report = exporter.export_graph(name, specs[name])
+            interrupts.checkpoint()
             for fmt, entry in entries.items():
                 graphs[fmt][name] = entry
             report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -429,16 +446,40 @@ def run(p: Plan) -> ExportResult:
         check = Manifest.load(root)                     # what the runtime will read, read back before publishing
         for fmt in check.formats():
             check.verify_files(fmt, checksums=False)
+        interrupts.checkpoint()                         # never publish once a signal arrived
         staging.publish(root, p.out, p.overwrite)
     except BaseException:
         staging.abandon(root)
         raise
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
     seconds = time.perf_counter() - t_start
     peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
              f"{peak_workers / 1e9:.2f} GB)")
     return ExportResult(out=p.out, manifest=Manifest.load(p.out), seconds=seconds, peak_rss_bytes=peak,
                         peak_worker_rss_bytes=peak_workers, graphs=reports)
+
+
+def _point_mindspore_dumps(folder) -> None:
+    """The same for a MindSpore already imported in this process (it reads the variable into its context once).
+    None restores the default (the working directory)."""
+    import sys
+
+    if "mindspore" not in sys.modules:
+        return
+    ms = sys.modules["mindspore"]
+    try:
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        ms.context._context().set_param(ms.context.ms_ctx_param.save_graphs_path, str(folder or "."))
+    except Exception:          # an internal API; the environment variable still covers the workers
+        pass
 
 
 def export_graphs(options: ExportOptions) -> ExportResult:

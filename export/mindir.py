@@ -47,7 +47,20 @@ def write(make_cell: Callable, spec, feeds: Dict[str, np.ndarray], folder: Path)
     ms.export(cell, *args, file_name=str(folder / spec.name), file_format="MINDIR")
     del cell
     gc.collect()
-    return graph_files(folder, spec.name)
+    model, files = graph_files(folder, spec.name)
+    normal_permissions(files)
+    return model, files
+
+
+def normal_permissions(files: List[Path]) -> None:
+    """mindspore.export writes its files read-only for the owner (0400); make them ordinary files (0644 less the
+    umask), like the ONNX files next to them, so a user can copy, replace or delete an export normally."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in files:
+        os.chmod(f, 0o666 & ~umask)
 
 
 def graph_cell(path: Path):

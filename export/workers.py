@@ -9,21 +9,31 @@ RSS). Each step below is therefore a top-level function of picklable arguments t
 in a spawned worker process whose memory returns to the system when it exits; export/api.py isolates the steps
 of large graphs (--isolate auto).
 
+A worker is one spawned process per step, answering on a one-way pipe. It dies with its parent: on Linux it asks
+the kernel for SIGKILL when the parent goes (prctl PR_SET_PDEATHSIG), and everywhere a thread checks that the
+parent is still its parent every LIMITS.worker_parent_poll_s and exits otherwise; so SIGKILL of the export leaves
+no worker (and then no multiprocessing resource_tracker, which exits once every holder of its pipe is gone). An
+interrupted or failing parent kills its worker before re-raising.
+
 Steps rebuild what they need from the Plan (config, checkpoint path, seed): the tracing inputs are
 `spec.example_inputs(seed)`, deterministic, so every process traces and checks with the same arrays.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import os
+import signal
+import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from configs.limits import LIMITS
 from runtime.specs import ExportShapes, GraphSpec, graph_specs
 from .errors import ExportError
 
@@ -33,28 +43,84 @@ _READERS: Dict[tuple, object] = {}
 STEP_PEAKS: List[Tuple[str, int]] = []     # (step, peak RSS bytes of its worker process), in call order
 
 
-def _in_worker(fn: Callable, args: tuple):
+PR_SET_PDEATHSIG = 1          # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end when `parent_pid` (its parent) ends: PR_SET_PDEATHSIG where the kernel has it, and
+    a daemon thread that polls getppid() everywhere (it also covers a parent that died before the prctl)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(LIMITS.worker_parent_poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="sv3d-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn, parent_pid: int, fn: Callable, args: tuple) -> None:
     import resource
 
-    result = fn(*args)
-    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux: KiB
+    die_with_parent(parent_pid)
+    try:
+        answer = (True, fn(*args))
+    except BaseException as e:                  # re-raised in the parent (KeyboardInterrupt included)
+        answer = (False, e)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024                # Linux: KiB
+    try:
+        conn.send(answer + (peak,))
+    except Exception as e:                       # an unpicklable result or exception
+        conn.send((False, ExportError(f"step {fn.__name__}: its answer cannot be sent back: "
+                                      f"{type(e).__name__}: {e}; it was {type(answer[1]).__name__}: "
+                                      f"{str(answer[1])[:400]}"), peak))
+    conn.close()
 
 
 def call(isolated: bool, fn: Callable, *args):
     """fn(*args) in this process, or in a fresh spawned process (its exceptions re-raised here; its peak RSS
-    appended to STEP_PEAKS)."""
+    appended to STEP_PEAKS). The worker is killed if this process is interrupted while it runs."""
+    from runtime import interrupts
+
     if not isolated:
-        return fn(*args)
+        result = fn(*args)
+        interrupts.checkpoint()
+        return result
     import multiprocessing
 
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        future = pool.submit(_in_worker, fn, args)
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker_main, args=(send, os.getpid(), fn, args), name=f"sv3d-{fn.__name__}")
+    try:
+        proc.start()
+        send.close()
         try:
-            result, peak = future.result()
-        except BrokenProcessPool:
-            raise ExportError(f"the worker process of step {fn.__name__} died without an answer (killed by the "
-                              f"system, most likely out of memory)") from None
+            ok, payload, peak = recv.recv()
+        except EOFError:
+            proc.join()
+            raise ExportError(f"the worker process of step {fn.__name__} died without an answer (exit "
+                              f"{proc.exitcode}: killed by the system, most likely out of memory)") from None
+    except BaseException:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        raise
+    finally:
+        recv.close()
+        send.close()
+    proc.join()
+    interrupts.checkpoint()
+    if not ok:
+        raise payload
+    result = payload
     STEP_PEAKS.append((fn.__name__, peak))
     logging.getLogger("export").info(f"    worker step {fn.__name__}: {time.perf_counter() - t0:.1f} s, peak RSS "
                                      f"{peak / 1e9:.1f} GB")

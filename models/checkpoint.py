@@ -9,6 +9,10 @@ The file is validated from its header alone (size, names, shapes, dtypes) before
 file or a config/checkpoint mismatch fails fast with the full list of what differs. Tensors that inference never
 reads (OpenCLIP text leftovers, the conditioner VAE's decoder and post_quant_conv, EMA copies...) are skipped by
 name, on purpose.
+
+Pickle checkpoints (PyTorch `.ckpt` / `.pt`, zip or raw pickle) are recognised by their first bytes and refused
+without being read (unpickling runs arbitrary code), with a hint to convert them. Every tensor is checked for
+NaN/Inf as it is read, and the first bad one is named.
 """
 from __future__ import annotations
 
@@ -54,6 +58,18 @@ class CheckpointHeader:
         return sorted({t.dtype for t in self.tensors.values()})
 
 
+ZIP_MAGIC = b"PK\x03\x04"            # torch.save's default (zip) format: data.pkl inside
+PICKLE_PROTOCOLS = range(2, 6)        # a raw pickle starts with PROTO (0x80) and the protocol number
+
+
+def _pickle_kind(head: bytes) -> Optional[str]:
+    if head.startswith(ZIP_MAGIC):
+        return "a zip archive (PyTorch's torch.save format, which holds a pickle)"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+        return f"a Python pickle (protocol {head[1]})"
+    return None
+
+
 def read_header(path) -> CheckpointHeader:
     """Parse and sanity-check a safetensors header (no tensor data is read)."""
     path = Path(path)
@@ -65,6 +81,13 @@ def read_header(path) -> CheckpointHeader:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
+            kind = _pickle_kind(head)
+            if kind is not None:
+                raise CheckpointError(
+                    f"{path}: expected a safetensors file, got {kind}; pickle checkpoints are refused without "
+                    f"being read, because loading one runs arbitrary code (convert it to safetensors on a trusted "
+                    f"machine, e.g. safetensors.torch.save_file(torch.load(path, weights_only=True)"
+                    f"['state_dict'], 'model.safetensors'), or download the official .safetensors file)")
             if len(head) < 8:
                 raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
             (n,) = struct.unpack("<Q", head)
@@ -130,12 +153,41 @@ def check_layout(header: CheckpointHeader, cfg: SV3DConfig, components: Iterable
         if unexpected:
             parts.append(f"  {len(unexpected)} unexpected tensor(s):{_fmt(unexpected)}")
         label = "model.diffusion_model.label_emb.0.0.weight"
-        if label in shapes and label in expected and shapes[label] != expected[label]:
+        fits = _fitting_bundled_configs(header, components)
+        other = [c for c in fits if c.variant != cfg.variant]
+        same = [c for c in fits if c.variant == cfg.variant]
+        if other:
+            width = (f" (the vector-conditioning width unet.adm_in_channels is {shapes[label][1]} in the file, "
+                     f"{expected[label][1]} in the config)" if label in shapes and label in expected else "")
+            parts.append(f"  hint: the file is a checkpoint of the other variant: it fits the bundled config "
+                         f"{other[0].name!r} (variant {other[0].variant}); pass -c {other[0].name}{width}")
+        elif same:
+            parts.append(f"  hint: the file is a {same[0].variant} checkpoint of another size: it fits the "
+                         f"bundled config {same[0].name!r}; pass -c {same[0].name}")
+        elif label in shapes and label in expected and shapes[label] != expected[label]:
             parts.append(f"  hint: the vector-conditioning width (unet.adm_in_channels) is {shapes[label][1]} in "
-                         f"the file and {expected[label][1]} in the config; sv3d_u and sv3d_p differ exactly "
-                         f"there, so this is probably the other variant's checkpoint")
+                         f"the file and {expected[label][1]} in the config (sv3d_u and sv3d_p differ there)")
         raise CheckpointError("\n".join(parts))
     return expected
+
+
+def _fitting_bundled_configs(header: CheckpointHeader, components: Iterable[str]) -> List[SV3DConfig]:
+    """Bundled configs whose official layout (of `components`) the file holds exactly."""
+    from configs import ConfigError, bundled_names, load_config
+
+    shapes = header.shapes
+    fits = []
+    for name in bundled_names():
+        try:
+            other = load_config(name)
+        except ConfigError:
+            continue
+        want: Dict[str, Tuple] = {}
+        for comp in components:
+            want.update(component_keys(other, comp))
+        if all(k in shapes and tuple(shapes[k]) == tuple(v) for k, v in want.items()):
+            fits.append(other)
+    return fits
 
 
 def skipped_tensors(header: CheckpointHeader, cfg: SV3DConfig) -> List[str]:
@@ -184,6 +236,13 @@ class CheckpointReader:
         if raw.size != count:
             raise CheckpointError(f"{self.header.path}: tensor {name!r} is cut short ({raw.size} of {count} values)")
         arr = bf16_to_float32(raw) if info.dtype == "BF16" else raw.astype(np.float32, copy=False)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            nan = int(np.count_nonzero(np.isnan(arr)))
+            raise CheckpointError(f"{self.header.path}: tensor {name!r} is not finite: expected finite weights, got "
+                                  f"{nan} NaN and {bad - nan} Inf of {arr.size} values (a corrupted or diverged "
+                                  f"checkpoint)")
         return arr.reshape(info.shape)
 
 

@@ -10,7 +10,12 @@ before the first graph is loaded, so a bad input fails fast and writes nothing. 
 folder and renamed into place, so a failure leaves no partial output (see runtime/outputs.py for the files).
 
 Every user error (bad image, bad option, wrong or corrupted export, unwritable output) prints one message on
-stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebacks.
+stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebacks. Ctrl-C (SIGINT) exits 130
+and SIGTERM 143 with "interrupted: ..." and no partial output, on every backend (runtime/interrupts.py keeps the
+handler in place after MindSpore replaces it). Sizes that bound work or memory (--steps, --fps, --threads, the
+number of images) and the guidance scales are checked against configs/limits.py before anything runs. An output
+folder this command created is removed again if nothing was written into it. MindSpore's graph and debug dumps
+go to a temporary folder that is removed at exit, never into the working directory.
 """
 # NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
 import os
@@ -24,6 +29,9 @@ from typing import List, Optional
 
 from argparse_dataclass import ArgumentParser, dataclass
 
+from configs.limits import LIMITS
+
+from . import interrupts
 from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
 from .errors import SV3DError
 from .guidance import GUIDANCE_KINDS
@@ -35,7 +43,8 @@ from .preprocess import BACKGROUND_MODES
 from .sample_data import sample_image_path
 
 PROG = "python -m runtime"
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, interrupts.EXIT_INTERRUPTED
+MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")   # MindSpore's graph dumps, rank_0/om/analyze_fail.ir
 DEMO_CONFIGS = ("sv3d_u_tiny", "sv3d_p_tiny")
 DEMO_RESOLUTION = 64          # tiny demo export: 64 px images, 8 x 8 latents
 DEMO_SEED = 0                 # seed of the random demo weights
@@ -66,12 +75,15 @@ class Options:
     cache_dir: Optional[str] = field(default=None, metadata=dict(
         metavar="DIR", help="openvino: compiled-model cache (default ~/.cache/sv3d-runtime/openvino or "
                             "$SV3D_CACHE_DIR/openvino; '' = off)"))
-    steps: Optional[int] = field(default=None, metadata=dict(help="sampling steps (default: the export's, 50)"))
+    steps: Optional[int] = field(default=None, metadata=dict(
+        help=f"sampling steps, 1..{LIMITS.max_steps} (default: the export's, 50)"))
     seed: Optional[int] = field(default=None, metadata=dict(help="noise seed (default: the config's, 23)"))
     guider: Optional[str] = field(default=None, metadata=dict(
         choices=list(GUIDANCE_KINDS), help="per-frame guidance shape (default: triangle)"))
-    min_scale: Optional[float] = field(default=None, metadata=dict(help="guidance scale at the ends (default 1.0)"))
-    max_scale: Optional[float] = field(default=None, metadata=dict(help="guidance scale peak (default 2.5)"))
+    min_scale: Optional[float] = field(default=None, metadata=dict(
+        help=f"guidance scale at the ends, 0..{LIMITS.max_guidance_scale:g} and <= --max-scale (default 1.0)"))
+    max_scale: Optional[float] = field(default=None, metadata=dict(
+        help=f"guidance scale peak, 0..{LIMITS.max_guidance_scale:g} (default 2.5)"))
     elevation: Optional[List[float]] = field(default=None, metadata=dict(
         nargs="+", type=float, metavar="DEG",
         help="sv3d_p: camera elevation in degrees, one value or one per frame (default 10)"))
@@ -108,16 +120,63 @@ def _say(opts: Options, *msg) -> None:
 
 
 def _check_options(opts: Options) -> None:
-    for name, value, low in (("--fps", opts.fps, 1), ("--threads", opts.threads, 0),
-                             ("--device-id", opts.device_id, 0), ("--steps", opts.steps, 1),
-                             ("--seed", opts.seed, 0)):
-        if value is not None and value < low:
-            raise SV3DError(f"invalid {name}", expected=f"an integer >= {low}", got=value)
+    for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
+                                   ("--threads", opts.threads, 0, LIMITS.max_threads),
+                                   ("--device-id", opts.device_id, 0, None),
+                                   ("--steps", opts.steps, 1, LIMITS.max_steps),
+                                   ("--seed", opts.seed, 0, None)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+            raise SV3DError(f"invalid {name}", expected=bound, got=value,
+                            hint="the bounds are configs/limits.py" if high is not None else None)
+    if len(opts.images) > LIMITS.max_images:
+        raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
+                        got=len(opts.images))
+    check_guidance_scales(opts.min_scale, opts.max_scale)
     if not opts.demo:
         if opts.graphs is None:
             raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
         if not opts.images:
             raise SV3DError("no input image given", expected="one or more image paths", got="none")
+
+
+def check_guidance_scales(min_scale: Optional[float], max_scale: Optional[float]) -> None:
+    """Each given scale finite and in [0, max_guidance_scale]; min <= max when both are given."""
+    import math
+
+    for name, value in (("--min-scale", min_scale), ("--max-scale", max_scale)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= LIMITS.max_guidance_scale):
+            raise SV3DError(f"invalid {name}", expected=f"a number in [0, {LIMITS.max_guidance_scale:g}]",
+                            got=value)
+    if min_scale is not None and max_scale is not None and min_scale > max_scale:
+        raise SV3DError("invalid guidance scales", expected="--min-scale <= --max-scale",
+                        got=f"--min-scale {min_scale:g} > --max-scale {max_scale:g}")
+
+
+def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
+    side = int(pre.side_len)
+    if side < LIMITS.small_input_fraction * resolution:
+        w, h = pre.bbox_xywh[2:]
+        print(f"warning: {path}: the object ({w}x{h} px, on a {side} px canvas) is upscaled {resolution / side:.0f}x "
+              f"to {resolution} px; expect a blurry result (use an image at least "
+              f"{int(LIMITS.small_input_fraction * resolution)} px on a side)", file=sys.stderr, flush=True)
+
+
+def _new_dirs(path: Path) -> List[Path]:
+    """The folders `mkdir -p path` would create, deepest first."""
+    created, p = [], Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    return created
+
+
+def _remove_if_empty(folders: List[Path]) -> None:
+    for d in folders:                                 # deepest first; stops at the first one that holds something
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def _demo_export(opts: Options, folder: Path) -> Path:
@@ -152,6 +211,10 @@ def _run_tool(args: List[str], what: str) -> None:
 def run(opts: Options) -> int:
     _check_options(opts)
     demo_tmp = None
+    made = _new_dirs(Path(opts.output))
+    ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
+    ms_envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]       # a user's own setting wins
+    os.environ.update({k: str(ms_debug) for k in ms_envs})
     try:
         if opts.demo:
             if opts.graphs is None:
@@ -168,20 +231,29 @@ def run(opts: Options) -> int:
             print(DEMO_BANNER, file=sys.stderr, flush=True)
         return rc
     finally:
+        _remove_if_empty(made)
         if demo_tmp is not None:
             shutil.rmtree(demo_tmp, ignore_errors=True)
+        shutil.rmtree(ms_debug, ignore_errors=True)
+        for k in ms_envs:
+            if os.environ.get(k) == str(ms_debug):
+                del os.environ[k]
 
 
 def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
     cfg = manifest.sv3d_config()
+    check_guidance_scales(cfg.guider.min_scale if opts.min_scale is None else opts.min_scale,
+                          cfg.guider.max_scale if opts.max_scale is None else opts.max_scale)
     elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
                                                      else opts.elevation)
     orbit = build_orbit(cfg, manifest.shapes.num_frames, elevation=elevation, azimuths=opts.azimuths,
                         preset=opts.orbit)
     prepared = [(Path(p), prepare_image(cfg, manifest.shapes.resolution, p,
                                         remove_background=opts.remove_background)) for p in images]
+    for path, pre in prepared:
+        _warn_small_input(opts, path, pre, manifest.shapes.resolution)
     require_video_support()
     output = check_writable(opts.output)
 
@@ -190,6 +262,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
                                       threads=opts.threads, verify_checksums=not opts.skip_checksums,
                                       precision=opts.precision, cache_dir=opts.cache_dir)
+    interrupts.reassert()                         # MindSpore replaces the SIGINT handler when it loads graphs
     _say(opts, f"backend {pipe.backend} on {opts.device}:{opts.device_id}, graphs loaded in "
                f"{pipe.load_seconds:.2f} s; precision " + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()))
     num_steps = opts.steps if opts.steps is not None else cfg.sampler.num_steps
@@ -201,13 +274,14 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
         try:
             result = pipe.generate(pre, seed=opts.seed, num_steps=num_steps, orbit=orbit, guider=opts.guider,
                                    min_scale=opts.min_scale, max_scale=opts.max_scale,
-                                   callback=(lambda info: bar.update(1)) if bar is not None else None)
+                                   callback=lambda info: _on_step(bar))
         finally:
             if bar is not None:
                 bar.close()
         info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
                 "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
                 "load_seconds": pipe.load_seconds, "demo_random_weights": bool(opts.demo)}
+        interrupts.checkpoint()
         folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
         summaries.append((path.name, result.timings))
@@ -220,6 +294,12 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     return EXIT_OK
 
 
+def _on_step(bar) -> None:
+    interrupts.checkpoint()
+    if bar is not None:
+        bar.update(1)
+
+
 def _progress_bar(opts: Options, total: int, name: str):
     if opts.quiet:
         return None
@@ -230,16 +310,28 @@ def _progress_bar(opts: Options, total: int, name: str):
     return tqdm(total=total, desc=name, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
 
 
+INTERRUPTED_MESSAGE = "interrupted: nothing partial was written (results completed before it are kept)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
+    interrupts.reset()
+    interrupts.guard()
     try:
         return run(opts)
-    except SV3DError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
+        return interrupts.exit_code()
+    except Exception as e:
+        if interrupts.interrupted():              # a library turned the KeyboardInterrupt into its own error
+            print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
+            return interrupts.exit_code()
+        if isinstance(e, SV3DError):
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return EXIT_ERROR
+        raise
+    finally:
+        interrupts.release()
 
 
 __all__ = ["Options", "build_parser", "main", "run"]

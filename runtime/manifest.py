@@ -14,17 +14,24 @@ Written by `export/`, read and verified here (numpy + stdlib only). Layout:
   "source": {"checkpoint": "...", "bytes": ...},
   "parity": {"gate": "auto", "graphs": {"unet": {"gate": "twin", "results": {"onnx": {"rel_l2": ...}}}}, ...}
 }
+
+Every file path in a manifest is confined to the export folder: relative, without `..`, and (after following
+symlinks) still inside the folder; anything else is refused at load with the offending path, so a tampered or
+copied manifest can never make the runtime load or hash files from elsewhere. Each graph's declared inputs and
+outputs must also equal what the config and shapes define (a hand-edited resolution, say), field by field.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Dict, Mapping, Optional, Tuple
 
 from .errors import GraphError
-from .specs import GRAPH_NAMES, ExportShapes, GraphSpec
+from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_differences
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -122,7 +129,57 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as e:
             raise GraphError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
         m._check_config()
+        m._check_paths()
+        m._check_specs()
         return m
+
+    def path_of(self, rel: str) -> Path:
+        """The file `rel` (a manifest path) inside the export folder; GraphError if it would leave it."""
+        where = f"{self.root / MANIFEST_NAME}: file path {rel!r}"
+        if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+            raise GraphError(f"{where} is not a plain relative path", expected="a path like onnx/unet.onnx")
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or os.path.isabs(rel):
+            raise GraphError(f"{where} is absolute", expected="a path relative to the export folder",
+                             got=rel, hint="the manifest was edited or is not from this export")
+        if ".." in pure.parts:
+            raise GraphError(f"{where} leaves the export folder", expected="no '..' components", got=rel,
+                             hint="the manifest was edited or is not from this export")
+        root = self.root.resolve()
+        full = (root / pure).resolve()
+        if full != root and root not in full.parents:
+            raise GraphError(f"{where} resolves outside the export folder (a symlink)",
+                             expected=f"a file inside {root}", got=str(full))
+        return self.root / pure
+
+    def _check_paths(self) -> None:
+        for per in self.graphs.values():
+            for entry in per.values():
+                self.path_of(entry.model_file)
+                for f in entry.files:
+                    self.path_of(f.path)
+                if entry.model_file not in {f.path for f in entry.files}:
+                    raise GraphError(f"{self.root / MANIFEST_NAME}: graph {entry.spec.name} ({entry.format}): "
+                                     f"model file {entry.model_file!r} is not among its checksummed files",
+                                     expected=[f.path for f in entry.files], got=entry.model_file)
+
+    def _check_specs(self) -> None:
+        try:
+            want = graph_specs(self.sv3d_config(), self.shapes)
+        except (ValueError, KeyError) as e:
+            raise GraphError(f"{self.root / MANIFEST_NAME}: its shapes do not fit its config: {e}") from None
+        for fmt, per in self.graphs.items():
+            for name, entry in per.items():
+                if name not in want:
+                    raise GraphError(f"{self.root / MANIFEST_NAME}: unknown graph {name!r} in {fmt}",
+                                     expected=list(GRAPH_NAMES), got=name)
+                diffs = spec_differences(entry.spec, want[name])
+                if diffs:
+                    raise GraphError(f"{self.root / MANIFEST_NAME}: graph {name} ({fmt}) does not match the "
+                                     f"export's shapes (resolution {self.shapes.resolution}, unet batch "
+                                     f"{self.shapes.unet_batch}, decode chunk {self.shapes.decode_chunk}, "
+                                     f"{self.shapes.dtype}): " + "; ".join(diffs),
+                                     hint="the manifest was edited; export again")
 
     def _check_config(self) -> None:
         cfg = self.sv3d_config()
@@ -156,7 +213,7 @@ class Manifest:
         """Every file of the given graphs exists with the recorded size (and sha256 when `checksums`)."""
         for name in names:
             for f in self.entry(fmt, name).files:
-                p = self.root / f.path
+                p = self.path_of(f.path)
                 if not p.is_file():
                     raise GraphError(f"graph file missing: {p} (listed in {self.root / MANIFEST_NAME})")
                 size = p.stat().st_size

@@ -43,7 +43,7 @@ from .manifest import Manifest
 from .orbits import ORBIT_PRESETS, Orbit, make_orbit, orbit_to_radians, preset_orbit
 from .preprocess import BACKGROUND_MODES, PreprocessedImage, load_image, preprocess_rgba, uint8_to_m11
 from .sampling import edm_sigmas, edm_vscaling, initial_latent, sample_euler
-from .specs import GRAPH_NAMES, ExportShapes, graph_specs
+from .specs import GRAPH_NAMES, ExportShapes, graph_specs, spec_differences
 
 F32 = np.float32
 UINT8_MAX = 255
@@ -157,8 +157,8 @@ class SV3DPipeline:
             raise GraphError(f"the pipeline needs graphs {list(GRAPH_NAMES)}; missing {missing}")
         for name in GRAPH_NAMES:
             if runners[name].spec != specs[name]:
-                raise GraphError(f"graph {name}: the loaded graph's contract {runners[name].spec} differs from the "
-                                 f"one the config defines {specs[name]}")
+                raise GraphError(f"graph {name}: the loaded graph's contract differs from the one the config and "
+                                 f"shapes define: " + "; ".join(spec_differences(runners[name].spec, specs[name])))
         self.runners = dict(runners)
 
     @property

@@ -15,7 +15,7 @@ Graphs (S = resolution, h = w = S / latent_factor, T = num_frames):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
@@ -127,6 +127,24 @@ class ExportShapes:
     def from_dict(cls, d: Mapping) -> "ExportShapes":
         return cls(**{k: d[k] for k in ("resolution", "num_frames", "unet_batch", "decode_chunk", "dtype",
                                          "attention_chunk")})
+
+
+def spec_differences(got: GraphSpec, want: GraphSpec) -> List[str]:
+    """Every field in which `got` differs from `want`, one readable line each ([] when equal), e.g.
+    ``input x: shape (42, 8, 8, 8), expected (42, 8, 72, 72)``."""
+    diffs = []
+    if got.name != want.name:
+        diffs.append(f"name {got.name!r}, expected {want.name!r}")
+    for kind, a, b in (("input", got.inputs, want.inputs), ("output", got.outputs, want.outputs)):
+        if [t.name for t in a] != [t.name for t in b]:
+            diffs.append(f"{kind}s {[t.name for t in a]}, expected {[t.name for t in b]}")
+            continue
+        for ta, tb in zip(a, b):
+            if ta.shape != tb.shape:
+                diffs.append(f"{kind} {ta.name}: shape {ta.shape}, expected {tb.shape}")
+            if ta.dtype != tb.dtype:
+                diffs.append(f"{kind} {ta.name}: dtype {ta.dtype}, expected {tb.dtype}")
+    return diffs
 
 
 def graph_specs(cfg, shapes: ExportShapes) -> Dict[str, GraphSpec]:

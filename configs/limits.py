@@ -1,0 +1,45 @@
+"""Bounds on everything a user's input sizes (work, memory, disk), and the runtime's reliability settings.
+
+Typed and in one place, like the model constants in schema.py, but not part of SV3DConfig: they bound what this
+runtime accepts, they do not describe the model (and so do not change a config's hash or an export's manifest).
+Both command lines and the Python API refuse a value outside these bounds with an error that names the bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    # sampling (python -m runtime, SV3DPipeline.generate)
+    max_steps: int = 1000                   # SV3D samples 50 steps; one step of the full model is ~1 min on a CPU
+    max_guidance_scale: float = 100.0       # the reference uses 1.0 .. 2.5; far above that the frames saturate
+    max_fps: int = 240
+    max_threads: int = 4096
+    max_images: int = 10000                 # images per command (each is read and checked before the first step)
+    small_input_fraction: float = 0.25      # warn when the object is upscaled from under this share of the size
+    # export (python -m export)
+    max_resolution: int = 2048              # square pixels; SV3D is trained at 576
+    max_attention_chunk: int = 1 << 20      # query tokens per attention chunk
+    isolate_bytes: int = 1 << 30            # --isolate auto: graphs with more weight bytes run in worker processes
+    attention_warn_bytes: int = 4 << 30     # a plain-attention score matrix above this gets a hint
+    disk_margin: float = 1.05               # free-disk check: estimated bytes times this
+    # reliability
+    signal_guard_poll_s: float = 0.01       # how often runtime/interrupts.py re-asserts the SIGINT/SIGTERM handler
+    worker_parent_poll_s: float = 0.5       # export workers check this often that their parent is alive
+
+
+LIMITS = Limits()
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; binary units, one decimal, never '0.0 GB' for a small non-zero size."""
+    n = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+__all__ = ["LIMITS", "Limits", "human_bytes"]

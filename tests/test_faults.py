@@ -1,0 +1,558 @@
+"""Fault suite (issue 9): interruption, killed parents and workers, tampered and escaping manifests, bounds,
+unwritable and full outputs, corrupt images and checkpoints -- through both command lines.
+
+Every test asserts the exit status, the message, that nothing partial is left (no staging folder, no output
+folder, no MindSpore ``rank_0/`` debug folder in the working directory) and that no process is left behind.
+Commands run in a subprocess with a fresh working directory (``tmp_path / "cwd"``) so stray writes show up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.limits import LIMITS
+from tests.conftest import REPO
+
+RESOLUTION = "64"
+TIMEOUT = 120
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def ckpt(oracle: Path, variant: str = "sv3d_u") -> Path:
+    return oracle / f"{variant}_tiny" / "checkpoint.safetensors"
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    for k in ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH"):
+        env.pop(k, None)
+    return env
+
+
+def _cwd(tmp_path: Path) -> Path:
+    d = tmp_path / "cwd"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def run_cli(module: str, args, tmp_path: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(module: str, args, tmp_path: Path, log: Path) -> subprocess.Popen:
+    """A CLI in its own session (so a signal can go to its whole process group, as Ctrl-C does), stderr to
+    `log` for polling."""
+    f = open(log, "w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    finally:
+        f.close()
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen = None, log: Path = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what} (rc {proc.poll() if proc else None}): {tail}")
+
+
+def children_of(pid: int) -> list:
+    """Every live descendant of `pid` (from /proc)."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(d.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")                   # a zombie has ended; only its parent's wait is missing
+
+
+def assert_no_processes(pids, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    left = [p for p in pids if alive(p)]
+    for p in left:                                   # leave the machine clean even when the test fails
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, f"processes left behind: {left}"
+
+
+def assert_nothing_partial(tmp_path: Path, out: Path) -> None:
+    assert not out.exists() or list(out.iterdir()) == [], f"partial output: {list(out.rglob('*'))[:10]}"
+    parent = out.parent
+    if parent.is_dir():
+        staged = [p.name for p in parent.iterdir() if p.name.startswith(f".{out.name}.")]
+        assert not staged, f"staging or temporary folders left: {staged}"
+    cwd = _cwd(tmp_path)
+    assert not (cwd / "rank_0").exists(), "MindSpore wrote debug files into the working directory"
+    assert list(cwd.iterdir()) == [], f"files written into the working directory: {list(cwd.iterdir())}"
+
+
+def one_error(stderr: str, *needles: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors, stderr[-3000:]
+    text = "\n".join(stderr.splitlines()[stderr.splitlines().index(errors[0]):])
+    for n in needles:
+        assert n in text, text
+    return text
+
+
+def export_args(oracle: Path, out: Path, *extra) -> list:
+    return ["-c", "sv3d_u_tiny", "-k", ckpt(oracle), "-o", out, "--resolution", RESOLUTION, *extra]
+
+
+# ------------------------------------------------------------------------------------------------- toy export
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
+    from tests.test_backends import build_toy_export
+
+    return build_toy_export(tmp_path_factory.mktemp("faults") / "export", "sv3d_u_tiny")[0]
+
+
+def image() -> str:
+    from runtime.sample_data import sample_image_path
+
+    return str(sample_image_path())
+
+
+# ---------------------------------------------------------------------------- 1, 2. interruption (Ctrl-C, TERM)
+
+
+@pytest.mark.parametrize("isolate, sig", [("off", signal.SIGINT), ("on", signal.SIGINT), ("off", signal.SIGTERM)])
+def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
+    """Ctrl-C (to the whole process group, workers included) once MindSpore has compiled and run a graph, i.e.
+    after it replaced the SIGINT handler: exit 130 (143 for SIGTERM), the message, no staging folder, no
+    rank_0/ in the working directory, no process left."""
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    proc = start_cli("export", export_args(oracle, out, "--isolate", isolate, "--parity", "full"), tmp_path, log)
+    kids = []
+    try:
+        # the clip_encoder checks ran its MindIR in a GraphCell: MindSpore's handler is in place from here on
+        wait_for(lambda: "[2/4] vae_encoder" in log.read_text(), 90, "the second graph", proc, log)
+        time.sleep(0.3)
+        kids = children_of(proc.pid)
+        os.killpg(proc.pid, sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = log.read_text()
+    assert rc == 128 + sig, (rc, err[-3000:])
+    assert "interrupted: nothing was published" in err and "Traceback" not in err, err[-3000:]
+    assert_nothing_partial(tmp_path, out)
+    assert_no_processes(kids + [proc.pid])
+
+
+@pytest.mark.parametrize("backend", ["mindspore", "onnxruntime"])
+def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
+    """Ctrl-C in the middle of a run of many images (the toy graphs are fast): exit 130, the message; results
+    finished before it are complete, nothing half-written is left."""
+    from runtime.outputs import TMP_PREFIX
+
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    proc = start_cli("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
+                                 "--steps", "200"], tmp_path, log)
+    try:
+        wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
+        wait_for(lambda: out.is_dir() and len(list(out.iterdir())) >= 2, 60, "the first results", proc, log)
+        kids = children_of(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = log.read_text()
+    assert rc == 130, (rc, err[-3000:])
+    assert "interrupted: nothing partial was written" in err and "Traceback" not in err, err[-3000:]
+    folders = list(out.iterdir())
+    assert not [p for p in folders if p.name.startswith(TMP_PREFIX)], "a half-written result was left"
+    assert all((p / "info.json").is_file() for p in folders)
+    shutil.rmtree(out)
+    assert_nothing_partial(tmp_path, out)
+    assert_no_processes(kids)
+
+
+# --------------------------------------------------------------------------------------- 3. killed processes
+
+
+def test_sigkill_of_export_parent_leaves_no_worker(oracle, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)
+    try:
+        # a worker (and multiprocessing's resource_tracker) exists while a step runs
+        kids = wait_for(lambda: children_of(proc.pid) if len(children_of(proc.pid)) >= 2 else None, 90,
+                        "a worker process", proc, log)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert_no_processes(kids, timeout=LIMITS.worker_parent_poll_s * 4 + 5)
+    assert not out.exists()
+    from export import staging                      # what SIGKILL leaves, the next export removes
+    staging.remove_stale(out)
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)
+    try:
+        def worker():
+            for pid in children_of(proc.pid):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+                    return pid
+        pid = wait_for(worker, 90, "a worker process", proc, log)
+        os.kill(pid, signal.SIGKILL)
+        rc = proc.wait(timeout=60)
+        kids = children_of(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = log.read_text()
+    assert rc == 1, (rc, err[-3000:])
+    one_error(err, "died without an answer", "nothing was published")
+    assert_nothing_partial(tmp_path, out)
+    assert_no_processes(kids + [pid])
+
+
+# ----------------------------------------------------------------------------------------------- 4. bounds
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--steps", "10000000000"], f"invalid --steps: expected an integer in [1, {LIMITS.max_steps}]"),
+    (["--steps", "100000"], f"invalid --steps: expected an integer in [1, {LIMITS.max_steps}]"),
+    (["--steps", "0"], "invalid --steps"),
+    (["--min-scale", "3", "--max-scale", "1"], "expected --min-scale <= --max-scale"),
+    (["--min-scale", "-1"], "invalid --min-scale: expected a number in [0,"),
+    (["--max-scale", "1e9"], "invalid --max-scale"),
+    (["--min-scale", "3"], "expected --min-scale <= --max-scale"),           # against the export's max 2.5
+    (["--fps", "100000"], "invalid --fps"),
+    (["--threads", "99999999"], "invalid --threads"),
+])
+def test_runtime_bounds(toy, tmp_path, flags, needle):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = run_cli("runtime", ["--graphs", toy, image(), "-o", out, *flags], tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr, needle)
+    assert time.monotonic() - t0 < 30                  # refused before any work
+    assert_nothing_partial(tmp_path, out)
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--resolution", "100000"], f"expected at most {LIMITS.max_resolution}"),
+    (["--attention-chunk", str(LIMITS.max_attention_chunk + 1)], "--attention-chunk is too large"),
+])
+def test_export_bounds(oracle, tmp_path, flags, needle):
+    out = tmp_path / "out"
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", ckpt(oracle), "-o", out, *flags], tmp_path)
+    assert r.returncode == 2, r.stderr
+    one_error(r.stderr, needle)
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_api_bounds():
+    from runtime.guidance import guidance_scales
+    from runtime.sampling import edm_sigmas
+
+    with pytest.raises(ValueError, match="at most"):
+        edm_sigmas(10 ** 10, 0.002, 700.0, 7.0)
+    with pytest.raises(ValueError, match="min_scale <= max_scale"):
+        guidance_scales("triangle", 21, 3.0, 1.0)
+    with pytest.raises(ValueError, match="0 <= min_scale"):
+        guidance_scales("triangle", 21, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------- 5. manifest confinement
+
+
+def _tampered(toy: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "tampered"
+    shutil.copytree(toy, folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    edit(m, folder)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return folder
+
+
+def _set_unet_path(m, new):
+    e = m["graphs"]["onnx"]["unet"]
+    e["model_file"] = new
+    e["files"][0]["path"] = new
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "model_not_listed"])
+def test_escaping_manifest_is_refused(toy, tmp_path, kind):
+    other = tmp_path / "other"
+    shutil.copytree(toy, other)                          # a complete, valid export outside the folder
+
+    def edit(m, folder):
+        if kind == "dotdot":
+            _set_unet_path(m, "../other/onnx/unet.onnx")
+        elif kind == "absolute":
+            _set_unet_path(m, str(other / "onnx" / "unet.onnx"))
+        elif kind == "symlink":
+            (folder / "onnx" / "unet.onnx").unlink()
+            (folder / "onnx" / "unet.onnx").symlink_to(other / "onnx" / "unet.onnx")
+        else:
+            m["graphs"]["onnx"]["unet"]["model_file"] = "onnx/vae_decoder.onnx"
+
+    folder = _tampered(toy, tmp_path, edit)
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", folder, image(), "-o", out, "--backend", "onnxruntime", "--steps", "1"],
+                tmp_path)
+    assert r.returncode == 1, r.stderr
+    needle = {"dotdot": "leaves the export folder", "absolute": "is absolute",
+              "symlink": "resolves outside the export folder", "model_not_listed": "not among its checksummed"}
+    one_error(r.stderr, needle[kind])
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_tampered_graph_and_resolution(toy, tmp_path):
+    out = tmp_path / "out"
+    folder = _tampered(toy, tmp_path, lambda m, f: m["shapes"].update(resolution=128))
+    r = run_cli("runtime", ["--graphs", folder, image(), "-o", out, "--backend", "onnxruntime"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    text = one_error(r.stderr, "does not match the export's shapes", "shape (1, 3, 64, 64), expected "
+                     "(1, 3, 128, 128)")
+    assert "GraphSpec(" not in text and "TensorSpec(" not in text
+    assert_nothing_partial(tmp_path, out)
+
+
+# -------------------------------------------------------------------------------- 6. the smaller rough edges
+
+
+def test_graph_load_failure_leaves_no_output_folder(toy, tmp_path):
+    """A failure after the output check (here: a graph file that does not load) removes the folder it made."""
+    folder = _tampered(toy, tmp_path, lambda m, f: None)
+    bad = folder / "onnx" / "unet.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    out = tmp_path / "out" / "nested"
+    r = run_cli("runtime", ["--graphs", folder, image(), "-o", out, "--backend", "onnxruntime",
+                            "--skip-checksums"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr)
+    assert not (tmp_path / "out").exists(), "the output folders it created are left behind"
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_missing_cuda_provider_leaves_no_output_folder(toy, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, image(), "-o", out, "--backend", "onnxruntime", "--device", "cuda"],
+                tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr, "cuda")
+    assert not out.exists()
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_full_output_disk_leaves_nothing(toy, tmp_path, capsys, monkeypatch):
+    import runtime.outputs as outputs
+    from runtime.cli import main
+
+    def full(path, frames):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_frames", full)
+    out = tmp_path / "out"
+    rc = main(["--graphs", str(toy), image(), "-o", str(out), "--steps", "1", "--quiet", "--backend",
+               "onnxruntime"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    one_error(err, "No space left on device")
+    assert not out.exists()
+
+
+def test_unwritable_outputs(toy, oracle, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = run_cli("runtime", ["--graphs", toy, image(), "-o", blocker / "sub"], tmp_path)
+    assert r.returncode == 1
+    one_error(r.stderr, "cannot write to the output folder")
+    r = run_cli("export", export_args(oracle, blocker / "sub"), tmp_path)
+    assert r.returncode == 2
+    one_error(r.stderr, "not a folder")
+    assert blocker.read_text() == "x"
+    assert_nothing_partial(tmp_path, blocker / "sub")
+
+
+def test_tiny_checkpoint_with_full_config_gets_the_right_hint(oracle, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("export", ["-c", "sv3d_u", "-k", ckpt(oracle), "-o", out], tmp_path)
+    assert r.returncode == 2
+    text = one_error(r.stderr, "does not match config", "fits the bundled config 'sv3d_u_tiny'")
+    assert "other variant" not in text
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", ckpt(oracle, "sv3d_p"), "-o", out], tmp_path)
+    one_error(r.stderr, "other variant", "sv3d_p_tiny")
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_disk_space_message_uses_human_units(oracle, tmp_path, monkeypatch):
+    import shutil as sh
+
+    from export import ExportError, ExportOptions, plan
+
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ExportError) as e:
+        plan(ExportOptions(config="sv3d_u_tiny", checkpoint=str(ckpt(oracle)), out=str(tmp_path / "out"),
+                           resolution=64))
+    msg = str(e.value)
+    assert "MiB free" in msg and "got 1000 bytes free" in msg and "0.0 GB" not in msg, msg
+
+
+@pytest.mark.parametrize("kind", ["zip", "raw"])
+def test_pickle_checkpoint_is_named_and_refused(tmp_path, kind):
+    path = tmp_path / "model.ckpt"
+    marker = tmp_path / "pwned"
+    if kind == "zip":
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", pickle.dumps({"state_dict": {}}))
+    else:
+        class Boom:                                                     # would run code when unpickled
+            def __reduce__(self):
+                return (Path.touch, (marker,))
+        path.write_bytes(pickle.dumps(Boom(), protocol=4))
+    out = tmp_path / "out"
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", path, "-o", out], tmp_path)
+    assert r.returncode == 2, r.stderr
+    one_error(r.stderr, "pickle", "convert it to safetensors")
+    assert not marker.exists()
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_corrupt_checkpoints(oracle, tmp_path):
+    truncated = tmp_path / "truncated.safetensors"
+    data = ckpt(oracle).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    out = tmp_path / "out"
+    for path, needle in ((truncated, "truncated"), (garbage, "not a safetensors file")):
+        r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", path, "-o", out], tmp_path)
+        assert r.returncode == 2, r.stderr
+        one_error(r.stderr, needle)
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_non_finite_checkpoint_tensor_is_named(oracle, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(ckpt(oracle)))
+    name = next(k for k in sorted(tensors) if k.startswith("conditioner.embedders.0.open_clip.model.visual."))
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] = np.nan
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", bad, "-o", out, "--resolution", RESOLUTION, "--formats",
+                           "onnx", "--parity", "off"], tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    one_error(r.stderr, f"tensor {name!r} is not finite", "1 NaN")
+    assert time.monotonic() - t0 < 60
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_mindir_files_are_ordinary_files(oracle, tmp_path):
+    pytest.importorskip("mindspore")
+    from export import mindir
+    from runtime.specs import GraphSpec, TensorSpec
+
+    import mindspore as ms
+    from mindspore import nn
+
+    class Double(nn.Cell):
+        def construct(self, x):
+            return x * 2
+
+    spec = GraphSpec("double", (TensorSpec("x", (2, 2)),), (TensorSpec("y", (2, 2)),))
+    model, files = mindir.write(Double, spec, spec.example_inputs(), tmp_path / "mindir")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((f.stat().st_mode & 0o777) == (0o666 & ~umask) for f in files), [oct(f.stat().st_mode) for f in files]
+    assert ms is not None
+
+
+def test_tiny_image_is_upscaled_with_a_warning(toy, tmp_path):
+    from PIL import Image
+
+    tiny = tmp_path / "dot.png"
+    Image.fromarray(np.full((1, 1, 4), 200, np.uint8), "RGBA").save(tiny)
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, tiny, "-o", out, "--steps", "1", "--quiet", "--backend",
+                            "onnxruntime"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stderr and "upscaled 64x" in r.stderr, r.stderr
+    assert (out / "dot" / "info.json").is_file()
+
+
+def test_corrupt_image(toy, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, image(), bad, "-o", out], tmp_path)
+    assert r.returncode == 1
+    one_error(r.stderr, "bad.png")
+    assert not out.exists()
+    assert_nothing_partial(tmp_path, out)
