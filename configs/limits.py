@@ -18,6 +18,9 @@ class Limits:
     max_threads: int = 4096
     max_images: int = 10000                 # images per command (each is read and checked before the first step)
     small_input_fraction: float = 0.25      # warn when the object is upscaled from under this share of the size
+    # memory "auto" (runtime.pipeline): graphs whose files exceed this share of the machine's RAM are loaded one
+    # stage at a time ("sequential"); the full fp32 export (8.7 GB) on a 24 GiB machine is over it
+    resident_ram_fraction: float = 0.25
     # export (python -m export)
     max_resolution: int = 2048              # square pixels; SV3D is trained at 576
     max_attention_chunk: int = 1 << 20      # query tokens per attention chunk

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -371,8 +371,8 @@ class Exporter:
             ref = workers.call(iso, workers.eager_output, p, name, p.shapes)
             report["check_shapes"] = p.shapes.to_dict()
             report["results"] = self.numeric_gate(name, checks, spec, ref)
-        elif gate == "twin":
-            report.update(self.twin_gate(name, iso))
+        elif gate in ("twin", "frame"):
+            report.update(self.twin_gate(name, iso, parity.frame_shapes(p.shapes) if gate == "frame" else None))
         report["gate_seconds"] = round(time.perf_counter() - t0, 3)
         if iso:
             steps = workers.STEP_PEAKS[first_step:]
@@ -386,10 +386,11 @@ class Exporter:
             log.info(f"  {name} parity off: load and I/O checks only")
         return entries, report
 
-    def twin_gate(self, name: str, iso: bool = False) -> dict:
-        """Export the reduced-shape twin of graph `name` to scratch, run it in its engines, compare, delete it."""
+    def twin_gate(self, name: str, iso: bool = False, tshapes: Optional[ExportShapes] = None) -> dict:
+        """Export the reduced-shape twin of graph `name` (or the graph at `tshapes`) to scratch, run it in its
+        engines, compare, delete it."""
         p = self.p
-        tshapes = parity.twin_shapes(p.cfg, p.shapes)
+        tshapes = tshapes or parity.twin_shapes(p.cfg, p.shapes)
         tspec = graph_specs(p.cfg, tshapes)[name]
         folder = self.scratch / "twin"
         try:

@@ -14,9 +14,9 @@ This pass, run on the written file, replaces
               -> com.microsoft.Gelu (exact erf GELU; both engines have it);
   layernorm   mean / subtract / square / mean / + eps / sqrt / divide (* weight + bias)
               -> LayerNormalization (opset 17);
-  groupnorm   models.layers.GroupNorm's staged means over (N, G, R, H, W)
-              -> Reshape (N, G, -1) -> InstanceNormalization -> Reshape back (per-group statistics, one kernel;
-                 the affine per-channel weight/bias stays as it was).
+  groupnorm   models.layers.GroupNorm's staged means over (N, G, R, H, W) -> two MatMuls with 1/n columns
+              each (precise on every engine, see _fuse_groupnorm; no engine has a precise fused GroupNorm on
+              the CPU: ONNX Runtime's InstanceNormalization and OpenVINO's MVN both lose 3-6e-4 per 576 px group).
 
 Every match is checked structurally and every replaced GELU region is evaluated on probe values before it is
 replaced, so a graph that does not have the expected form is left as it was (and counted under "skipped").
@@ -440,38 +440,57 @@ def _fuse_layernorm(graph, mean_node, report: FuseReport) -> bool:
     return True
 
 
-def _fuse_groupnorm(graph, mean_node, report: FuseReport) -> bool:
-    """models.layers.GroupNorm: g = Reshape(x, (N, G, R, H, W)); staged means over -1, -2, -3."""
-    if _ints(mean_node, "axes") != (-1,):
-        return False
-    g = mean_node.inputs[0]
-    r = _producer(g, "Reshape")
-    target = const_array(r.inputs[1]) if r is not None else None
-    gshape = None if target is None else tuple(int(d) for d in target)         # (N, G, -1, H, W)
-    m2 = _only_consumer(mean_node.outputs[0], "ReduceMean")
+def _staged_chain(first):
+    """first = ReduceMean(axes -1) -> ReduceMean(-2) -> ReduceMean(-3) (layers.staged_mean): the last node, or None."""
+    if _ints(first, "axes") != (-1,):
+        return None
+    m2 = _only_consumer(first.outputs[0], "ReduceMean")
     m3 = _only_consumer(m2.outputs[0], "ReduceMean") if m2 is not None else None
-    if gshape is None or len(gshape) != 5 or min(gshape[:2]) <= 0 or m3 is None or _ints(m2, "axes") != (-2,) or _ints(m3, "axes") != (-3,):
-        return False
-    # the mean feeds the Sub through m3: rebuild _var_chain's view with the staged mean as the anchor
-    subs = [u[0] for u in m3.outputs[0].uses() if u[0].op_type == "Sub" and u[0].inputs[0] is g]
-    if len(subs) != 1:
-        report.skipped["groupnorm"] += 1
+    if m3 is None or _ints(m2, "axes") != (-2,) or _ints(m3, "axes") != (-3,):
+        return None
+    return m3
+
+
+def _fuse_groupnorm(graph, mean_node, report: FuseReport, done: set) -> bool:
+    """models.layers.GroupNorm: g = Reshape(x, (N, G, R, H, W)); mean and variance as staged means over W, H, R.
+
+    Both staged means become two MatMuls with constant columns of 1/n: (N*G*R*H, W) @ (W, 1) / W, then
+    (N*G, R*H) @ (R*H, 1). Engines run MatMul with blocked fp32 accumulation, while their reductions -- even three
+    staged ones, which OpenVINO merges back into one MVN -- sum a 331,776-value group naively: 3.4e-4 relative
+    error per GroupNorm in OpenVINO f32 (and 5.6e-4 for ONNX Runtime's InstanceNormalization) against 2-7e-6 here
+    (benchmarks/README.md, "normalisation precision"). Same work: one read of the tensor per mean."""
+    g = mean_node.inputs[0]
+    gshape = _shape(g)
+    m3 = _staged_chain(mean_node)
+    if gshape is None or len(gshape) != 5 or min(gshape) <= 0 or m3 is None:
         return False
     fake = _StagedMean(g, m3)
     chain = _var_chain(fake, [(-1,), (-2,), (-3,)])
     if chain is None:
         report.skipped["groupnorm"] += 1
         return False
-    _, div, eps = chain
-    n, groups = gshape[0], gshape[1]
+    sub, div, _ = chain
+    n, groups, r, h, w = gshape
     dtype = g.dtype.numpy() if g.dtype is not None else np.float32
-    b_ = _Builder(graph, div, f"fused_groupnorm_{report.fused['groupnorm']}")
-    flat = b_.reshape(g, [n, groups, -1])
-    inorm = b_.node("InstanceNormalization", [flat, b_.const(np.ones(groups, dtype), "ones"),
-                                              b_.const(np.zeros(groups, dtype), "zeros")], epsilon=float(eps))
-    out = b_.reshape(inorm, list(gshape))
-    out.shape, out.type = div.outputs[0].shape, div.outputs[0].type
-    _replace(div.outputs[0], out)
+    sq = next(u[0] for u in sub.outputs[0].uses() if u[0].op_type == "Mul")
+    v1 = _only_consumer(sq.outputs[0], "ReduceMean")
+    v3 = _staged_chain(v1)
+    b_ = _Builder(graph, sub, f"fused_groupnorm_{report.fused['groupnorm']}")
+    col_w = b_.const(np.full((w, 1), 1.0 / w, dtype), "mean_w")
+    col_rh = b_.const(np.full((r * h, 1), 1.0 / (r * h), dtype), "mean_rh")
+
+    def mean(value, before):
+        b_.anchor = before
+        a = b_.node("MatMul", [b_.reshape(value, [n * groups * r * h, w]), col_w])          # (N*G*R*H, 1)
+        a = b_.node("MatMul", [b_.reshape(a, [n * groups, r * h]), col_rh])               # (N*G, 1)
+        return b_.reshape(a, [n, groups, 1, 1, 1])
+
+    new_mean = mean(g, sub)
+    _replace(m3.outputs[0], new_mean)
+    add = _only_consumer(v3.outputs[0], "Add")
+    new_var = mean(sq.outputs[0], add)
+    _replace(v3.outputs[0], new_var)
+    done.add(id(v1))                                    # the variance chain's first mean: replaced too
     report.fused["groupnorm"] += 1
     return True
 
@@ -523,18 +542,21 @@ def fuse_model(model) -> FuseReport:
     ir = _ir()
     graph = model.graph
     report = FuseReport(nodes_before=len(graph))
+    ir.passes.common.ShapeInferencePass()(model)      # static shapes of every value (weights are not read)
     _raise_opset(model, report)
     for node in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
         _fuse_attention(graph, node, report)
     order = list(graph)
     for node in [n for n in order if n.op_type == "Abs" and n.domain == ""]:
         _fuse_gelu(graph, order, node, report)
+    done: set = set()
     for node in [n for n in graph if n.op_type == "ReduceMean" and n.domain == ""]:
-        if node.graph is None:
+        if node.graph is None or id(node) in done:
             continue
-        if not _fuse_groupnorm(graph, node, report):
+        if not _fuse_groupnorm(graph, node, report, done):
             _fuse_layernorm(graph, node, report)
     ir.passes.common.RemoveUnusedNodesPass()(model)
+    graph.sort()                 # new nodes may read constants that the exporter placed after their anchor
     model.opset_imports.setdefault(MS_DOMAIN, 1)
     report.nodes_after = len(graph)
     return report

@@ -38,7 +38,7 @@ from .guidance import GUIDANCE_KINDS
 from .manifest import MANIFEST_NAME, Manifest
 from .orbits import ORBIT_PRESETS
 from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
-from .pipeline import SV3DPipeline, build_orbit, prepare_image
+from .pipeline import MEMORY_MODES, SV3DPipeline, build_orbit, prepare_image
 from .preprocess import BACKGROUND_MODES
 from .sample_data import sample_image_path
 
@@ -75,6 +75,11 @@ class Options:
     cache_dir: Optional[str] = field(default=None, metadata=dict(
         metavar="DIR", help="openvino: compiled-model cache (default ~/.cache/sv3d-runtime/openvino or "
                             "$SV3D_CACHE_DIR/openvino; '' = off)"))
+    memory: str = field(default="auto", metadata=dict(
+        choices=list(MEMORY_MODES),
+        help="resident: the four graphs loaded once for all images; sequential: each graph loaded for its stage "
+             "and released (peak = largest stage; reloads per image); auto: sequential when the graphs exceed "
+             f"{100 * LIMITS.resident_ram_fraction:.0f}%% of RAM"))
     steps: Optional[int] = field(default=None, metadata=dict(
         help=f"sampling steps, 1..{LIMITS.max_steps} (default: the export's, 50)"))
     seed: Optional[int] = field(default=None, metadata=dict(help="noise seed (default: the config's, 23)"))
@@ -261,10 +266,12 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
                                       threads=opts.threads, verify_checksums=not opts.skip_checksums,
-                                      precision=opts.precision, cache_dir=opts.cache_dir)
+                                      precision=opts.precision, cache_dir=opts.cache_dir, memory=opts.memory)
     interrupts.reassert()                         # MindSpore replaces the SIGINT handler when it loads graphs
     _say(opts, f"backend {pipe.backend} on {opts.device}:{opts.device_id}, graphs loaded in "
-               f"{pipe.load_seconds:.2f} s; precision " + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()))
+               f"{pipe.load_seconds:.2f} s; memory {pipe.memory}"
+               + ("" if pipe.memory == "resident" else " (graphs load per stage)") + "; precision "
+               + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()))
     num_steps = opts.steps if opts.steps is not None else cfg.sampler.num_steps
 
     # 3. one image at a time
@@ -280,7 +287,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
                 bar.close()
         info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
                 "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
-                "load_seconds": pipe.load_seconds, "demo_random_weights": bool(opts.demo)}
+                "memory": pipe.memory, "demo_random_weights": bool(opts.demo)}
         interrupts.checkpoint()
         folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)

@@ -151,6 +151,7 @@ class SV3DPipeline:
         self.device = device
         self.manifest = manifest
         self.load_seconds = 0.0
+        self.memory = "resident"            # or "sequential" (from_manifest): graphs loaded per stage
         specs = graph_specs(config, shapes)
         missing = [n for n in GRAPH_NAMES if n not in runners]
         if missing:
@@ -171,33 +172,40 @@ class SV3DPipeline:
     @classmethod
     def from_export(cls, folder, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
                     threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                    cache_dir: Optional[str] = None) -> "SV3DPipeline":
+                    cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
         """Load an export folder (``python -m export`` output) on a backend.
 
         backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
         threads: intra-op threads (0 = engine default); verify_checksums: sha256 of every graph file against the
         manifest (sizes are always checked; skipping the hash saves a read of the weights); precision and
         cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
+        memory: resident (all four graphs loaded once, kept for every image), sequential (each graph loaded just
+        before its stage and released after it: the peak is the largest stage, not the sum, at the price of
+        loading the graphs again for every image -- seconds from OpenVINO's cache, longer on other engines), or
+        auto = sequential when the graph files exceed LIMITS.resident_ram_fraction of this machine's RAM.
         """
         t0 = time.perf_counter()
         pipe = cls.from_manifest(Manifest.load(folder), backend, device, device_id=device_id, threads=threads,
-                                 verify_checksums=verify_checksums, precision=precision, cache_dir=cache_dir)
+                                 verify_checksums=verify_checksums, precision=precision, cache_dir=cache_dir,
+                                 memory=memory)
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
                       threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                      cache_dir: Optional[str] = None) -> "SV3DPipeline":
+                      cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
         """As :meth:`from_export`, for an already loaded manifest."""
-        from .backends import RunOptions, load_graphs, resolve_backend
+        from .backends import RunOptions, backend_format, load_graphs, resolve_backend
 
         t0 = time.perf_counter()
         name = resolve_backend(backend, manifest, device)
+        mode = resolve_memory_mode(memory, manifest, backend_format(name))
         options = RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir)
         runners = load_graphs(manifest, backend=name, device=device, device_id=device_id, options=options,
-                              checksums=verify_checksums)
+                              checksums=verify_checksums, on_demand=mode == "sequential")
         pipe = cls(manifest.sv3d_config(), manifest.shapes, runners, backend=name, device=device, manifest=manifest)
+        pipe.memory = mode
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
@@ -313,12 +321,9 @@ class SV3DPipeline:
 
         # 2. CLIP on the clean image, VAE encoder on the noise-augmented one (once each; uc = zeros)
         t0 = time.perf_counter()
-        embedding = self.runners["clip_encoder"].run({"image": image_m11})["embedding"]         # (1, D)
-        timings.add("clip_encoder", time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        embedding = self._stage("clip_encoder", {"image": image_m11}, timings)["embedding"]    # (1, D)
         cond_frames = image_m11 + F32(cfg.conditioner.cond_aug) * draws.cond_noise              # SVS:210
-        cond_latent = self.runners["vae_encoder"].run({"image": cond_frames})["latent"]         # (1, C, h, w)
-        timings.add("vae_encoder", time.perf_counter() - t0)
+        cond_latent = self._stage("vae_encoder", {"image": cond_frames}, timings)["latent"]      # (1, C, h, w)
 
         t0 = time.perf_counter()
         c_ctx = np.repeat(embedding[:, None, :], t, axis=0)                                     # (T, 1, D)
@@ -343,17 +348,21 @@ class SV3DPipeline:
                           "graph_s": graph_s, "glue_s": step_s - graph_s, "step_s": step_s,
                           "latent": info["x_next"]})
 
+        self._load("unet", timings)
         t0 = time.perf_counter()
         latents = sample_euler(denoiser, x0, sigmas, callback=on_step)
         sampling_s = time.perf_counter() - t0
         unet_s = sum(s.graph_s for s in timings.steps)
         timings.add("unet", unet_s)
         timings.add("sampling_glue", sampling_s - unet_s)
+        self._release("unet")
 
         # 4. decode and post-process
+        self._load("vae_decoder", timings)
         t0 = time.perf_counter()
         decoded = self._decode(latents)                                                         # (T, 3, S, S)
         timings.add("vae_decoder", time.perf_counter() - t0)
+        self._release("vae_decoder")
         t0 = time.perf_counter()
         frames, frames_uint8 = postprocess(decoded, image_m11)
         timings.add("postprocess", time.perf_counter() - t0)
@@ -361,6 +370,28 @@ class SV3DPipeline:
         return Result(frames=frames, frames_uint8=frames_uint8, latents=latents, input_image=pre, timings=timings,
                       num_steps=int(steps), seed=used_seed, guidance_scales=scales,
                       orbit=orbit if self.has_camera else None)
+
+    # -- stages and memory ------------------------------------------------------------------------------------
+    def _load(self, name: str, timings: "Timings") -> None:
+        """Sequential memory: load graph `name` now, timed as stage load_<name> (nothing to do when resident)."""
+        runner = self.runners[name]
+        if hasattr(runner, "load") and not getattr(runner, "loaded", True):
+            t0 = time.perf_counter()
+            runner.load()
+            timings.add(f"load_{name}", time.perf_counter() - t0)
+
+    def _release(self, name: str) -> None:
+        if self.memory == "sequential" and hasattr(self.runners[name], "release"):
+            self.runners[name].release()
+
+    def _stage(self, name: str, feeds: Mapping[str, np.ndarray], timings: "Timings") -> Dict[str, np.ndarray]:
+        """Run a once-per-image graph as its own timed stage (loaded and released around it when sequential)."""
+        self._load(name, timings)
+        t0 = time.perf_counter()
+        out = self.runners[name].run(feeds)
+        timings.add(name, time.perf_counter() - t0)
+        self._release(name)
+        return out
 
     def _decode(self, latents: np.ndarray) -> np.ndarray:
         """Decoder over the frames in chunks of decode_chunk; the last chunk is zero-padded (the image decoder
@@ -379,6 +410,26 @@ class SV3DPipeline:
 
 # ----------------------------------------------------------------------------------------------------------------
 # inputs (usable before any graph is loaded)
+
+
+MEMORY_MODES = ("auto", "resident", "sequential")
+
+
+def resolve_memory_mode(memory: str, manifest: Manifest, fmt: str) -> str:
+    """``auto`` -> sequential when the export's graph files (in the format the backend reads) exceed
+    LIMITS.resident_ram_fraction of the machine's RAM, else resident."""
+    from configs.limits import LIMITS
+
+    if memory not in MEMORY_MODES:
+        raise SV3DError("unknown memory mode", expected=f"one of {list(MEMORY_MODES)}", got=repr(memory))
+    if memory != "auto":
+        return memory
+    total = sum(f.bytes for e in manifest.graphs.get(fmt, {}).values() for f in e.files)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):       # not POSIX: keep everything resident
+        return "resident"
+    return "sequential" if total > LIMITS.resident_ram_fraction * ram else "resident"
 
 
 def prepare_image(config, resolution: int, image: ImageInput, *,

@@ -278,7 +278,8 @@ def test_graph_inputs_differing_from_manifest_are_refused(toy, tmp_path, backend
     def rename(d):
         d["graphs"][fmt]["unet"]["inputs"][3]["name"] = "vector"
     edit_manifest(folder, rename)
-    with pytest.raises(GraphError, match=r"inputs .*'y'.* do not match the manifest's .*'vector'"):
+    # refused when the manifest is read: its spec no longer matches the one its shapes define
+    with pytest.raises(GraphError, match=r"does not match the export's shapes.*'vector'"):
         load_graph(Manifest.load(folder), "unet", backend=backend)
 
     folder2 = _copy(toy[0], tmp_path / "b")
@@ -286,7 +287,7 @@ def test_graph_inputs_differing_from_manifest_are_refused(toy, tmp_path, backend
     def reshape(d):
         d["graphs"][fmt]["unet"]["inputs"][2]["shape"] = [42, 1, 16]
     edit_manifest(folder2, reshape)
-    with pytest.raises(GraphError, match=r"'context' has shape \(42, 1, 32\) in the graph file but \(42, 1, 16\)"):
+    with pytest.raises(GraphError, match=r"does not match the export's shapes.*context.*\(42, 1, 16\)"):
         load_graph(Manifest.load(folder2), "unet", backend=backend)
 
 
@@ -298,7 +299,7 @@ def test_mindspore_checks_argument_order(toy, tmp_path):
         ins = d["graphs"]["mindir"]["unet"]["inputs"]
         ins[2], ins[3] = ins[3], ins[2]
     edit_manifest(folder, swap)
-    with pytest.raises(GraphError, match="order matters"):
+    with pytest.raises(GraphError, match="does not match the export's shapes|order matters"):
         load_graph(Manifest.load(folder), "unet", backend="mindspore")
 
 

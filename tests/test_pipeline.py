@@ -335,8 +335,10 @@ AUTOCAST_BOUNDS = {
 def reduced_precision_errors(pipe, inputs, ref) -> dict:
     r = pipe.generate(inputs["image_m11"], num_steps=4, noise=_noise(inputs))
     diff = np.abs(r.frames_uint8.astype(np.int16) - ref["frames_4_uint8"].astype(np.int16))
-    return {"latents_4": rel_l2(r.latents, ref["latents_4"]), "frames_4": rel_l2(r.frames, ref["frames_4"]),
-            "frames_4_uint8_maxdiff": int(diff.max())}
+    errors = {"latents_4": rel_l2(r.latents, ref["latents_4"]), "frames_4_uint8_maxdiff": int(diff.max())}
+    if "frames_4" in ref:                   # sv3d_p_64_default keeps only the uint8 frames of the 4-step run
+        errors["frames_4"] = rel_l2(r.frames, ref["frames_4"])
+    return errors
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -353,4 +355,6 @@ def test_openvino_bf16_within_the_official_autocast_error(oracle_exports, case_d
     errors = reduced_precision_errors(pipe, inputs, ref)
     print(f"\nbf16 {case} openvino: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
     for k, bound in AUTOCAST_BOUNDS["bf16"].items():
+        if k not in errors:
+            continue
         assert errors[k] <= bound, f"{case} openvino bf16 {k} = {errors[k]:.3g} > {bound} (official bf16 autocast)"

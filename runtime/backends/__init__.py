@@ -267,18 +267,77 @@ def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", de
     return module.load(manifest, entry, dev, options or RunOptions())
 
 
+class OnDemandRunner:
+    """A graph that is loaded at its first ``run`` and dropped again by ``release`` (memory "sequential": only the
+    stage that runs holds its weights). ``load_seconds`` accumulates the time spent loading."""
+
+    def __init__(self, manifest: Manifest, graph_name: str, *, backend: str, device: str, device_id: int,
+                 options: RunOptions) -> None:
+        self.spec = manifest.entry(backend_format(backend), graph_name).spec
+        self._args = (manifest, graph_name)
+        self._kw = dict(backend=backend, device=device, device_id=device_id, options=options, verify=False)
+        self._runner: Optional[BaseRunner] = None
+        self.load_seconds = 0.0
+        self.loads = 0
+
+    @property
+    def input_specs(self) -> Tuple[TensorSpec, ...]:
+        return self.spec.inputs
+
+    @property
+    def loaded(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def precision(self) -> Optional[str]:
+        if self._runner is not None:
+            return getattr(self._runner, "precision", None)
+        opts = self._kw["options"]
+        if self._kw["backend"] == "openvino":
+            from .openvino_backend import graph_precision
+            return graph_precision(self.spec.name, opts.precision)
+        return None
+
+    def load(self) -> BaseRunner:
+        if self._runner is None:
+            import time
+
+            t0 = time.perf_counter()
+            self._runner = load_graph(*self._args, **self._kw)
+            self.load_seconds += time.perf_counter() - t0
+            self.loads += 1
+        return self._runner
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.load().run(feeds)
+
+    def release(self) -> None:
+        """Drop the engine's session/compiled model (and with it the weights and its buffers)."""
+        if self._runner is not None:
+            import gc
+
+            self._runner = None
+            gc.collect()
+
+
 def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu", device_id: int = 0,
                 options: Optional[RunOptions] = None, names: Iterable[str] = GRAPH_NAMES, verify: bool = True,
-                checksums: bool = True) -> Dict[str, BaseRunner]:
-    """Load several graphs of an export (all four by default) on one backend: {graph name: runner}."""
+                checksums: bool = True, on_demand: bool = False) -> Dict[str, BaseRunner]:
+    """Load several graphs of an export (all four by default) on one backend: {graph name: runner}.
+
+    on_demand: return OnDemandRunners instead, which load at their first run and can be released (the files are
+    still verified here, once)."""
     name = resolve_backend(backend, manifest, device)
     names = tuple(names)
     if verify:
         manifest.verify_files(backend_format(name), names=names, checksums=checksums)
+    if on_demand:
+        return {g: OnDemandRunner(manifest, g, backend=name, device=device, device_id=device_id,
+                                  options=options or RunOptions()) for g in names}
     return {g: load_graph(manifest, g, backend=name, device=device, device_id=device_id, options=options,
                           verify=False) for g in names}
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
-           "GraphRunner", "BaseRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name", "check_engine_inputs", "backend_format",
+           "GraphRunner", "BaseRunner", "OnDemandRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name", "check_engine_inputs", "backend_format",
            "backend_available", "resolve_backend", "load_graph", "load_graphs", "is_importable"]
