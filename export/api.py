@@ -175,7 +175,8 @@ def plan(options: ExportOptions) -> Plan:
         raise ExportError(f"not enough disk space for the export in {probe}: expected about {human_bytes(need)} "
                           f"free (graphs in {len(formats)} format(s) plus scratch), got {human_bytes(free)} free")
     scores = attention_scores_bytes(cfg, shapes)
-    if scores > ATTENTION_WARN_BYTES:
+    spelled_out = "mindir" in formats or options.onnx_form == "plain"     # fused ONNX attention holds no scores
+    if spelled_out and scores > ATTENTION_WARN_BYTES:
         log.warning(f"note: with plain attention one score matrix of these graphs takes {scores / 2 ** 30:.1f} GiB "
                     f"at run time; --attention-chunk 1024 bounds it (the export itself does not run it)")
     return p

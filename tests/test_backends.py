@@ -17,7 +17,7 @@ import pytest
 
 from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_available, check_engine_inputs,
                               graph_input_name, load_graph, load_graphs, resolve_backend)
-from runtime.errors import GraphError
+from runtime.errors import GraphError, SV3DError
 from runtime.manifest import MANIFEST_NAME, Manifest
 from runtime.specs import GRAPH_NAMES
 
@@ -472,3 +472,43 @@ def test_mslite_runs_every_graph_like_numpy(toy):
         got = runner.run(feeds)[runner.spec.output_names[0]]
         want = ref[name](**{k: v.astype(np.float64) for k, v in feeds.items()})
         assert np.abs(got - want).max() < TOY_TOL["mindspore"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory modes
+
+
+def test_sequential_memory_loads_each_graph_for_its_stage_only(toy):
+    """memory="sequential": every graph is loaded just before its stage and released after it; the result is the
+    resident pipeline's, bit for bit, and the load time shows up as load_<graph> stages."""
+    from runtime import SV3DPipeline
+
+    folder, _ = toy
+    resident = SV3DPipeline.from_export(folder, backend="onnxruntime", memory="resident")
+    seq = SV3DPipeline.from_export(folder, backend="onnxruntime", memory="sequential")
+    assert resident.memory == "resident" and seq.memory == "sequential"
+    assert not any(r.loaded for r in seq.runners.values())               # nothing loaded up front
+    image = np.zeros((1, 3, 64, 64), np.float32)
+    a = resident.generate(image, seed=3, num_steps=2)
+    b = seq.generate(image, seed=3, num_steps=2)
+    np.testing.assert_array_equal(a.frames_uint8, b.frames_uint8)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    assert not any(r.loaded for r in seq.runners.values())               # each released after its stage
+    assert all(r.loads == 1 for r in seq.runners.values())
+    assert {f"load_{g}" for g in seq.runners} <= set(b.timings.stages)
+    assert not any(k.startswith("load_") for k in a.timings.stages)
+    seq.generate(image, seed=3, num_steps=1)
+    assert all(r.loads == 2 for r in seq.runners.values())               # the trade-off: reloads per image
+
+
+def test_memory_auto_follows_the_export_size(toy, monkeypatch):
+    from configs import limits
+    from runtime.pipeline import resolve_memory_mode
+
+    m = Manifest.load(toy[0])
+    assert resolve_memory_mode("auto", m, "onnx") == "resident"                    # a few MB of graphs
+    monkeypatch.setattr(limits, "LIMITS", limits.Limits(resident_ram_fraction=1e-12))
+    assert resolve_memory_mode("auto", m, "onnx") == "sequential"
+    assert resolve_memory_mode("resident", m, "onnx") == "resident"
+    with pytest.raises(SV3DError, match="unknown memory mode"):
+        resolve_memory_mode("swap", m, "onnx")
