@@ -32,11 +32,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-FORMS = ("fused", "plain")
 TARGET_OPSET = 17
 MS_DOMAIN = "com.microsoft"
 FUSIONS = ("attention", "gelu", "layernorm", "groupnorm")
@@ -507,7 +506,6 @@ class _StagedMean:
 
 
 def _raise_opset(model, report: FuseReport) -> None:
-    ir = _ir()
     graph = model.graph
     have = graph.opset_imports.get("", 11)
     if have >= TARGET_OPSET:
