@@ -3,7 +3,8 @@
 MINDSPORE_NOTES.md (shared/reference) lists what the ONNX exporter cannot write -- GroupNorm, Erf, Rsqrt, Sign,
 Reciprocal, PadV3, ResizeNearestNeighborV2 -- and the trap that asymmetric per-axis conv padding is written in the
 wrong order. Hence:
-- GroupNorm / LayerNorm are spelled out (mean, variance, divide by sqrt(var + eps)), in float32; GroupNorm's
+- GroupNorm / LayerNorm are spelled out (mean, variance, divide by sqrt(var + eps)), in float32 even in an fp16
+  graph (input cast up, output cast back); GroupNorm's
   statistics are staged means (`staged_mean`), which keep fp32 precision over groups of a million values;
 - exact GELU uses an erf built from Abs/Exp/Pow (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), sign-free;
 - nearest 2x up-sampling is reshape + broadcast + reshape;
@@ -42,6 +43,14 @@ def silu(x: Tensor) -> Tensor:
     return x * ops.sigmoid(x)
 
 
+def to_float32(x: Tensor) -> Tensor:
+    """x in float32: the norms compute their statistics and affine in fp32 whatever the graph dtype (torch autocast
+    keeps group_norm / layer_norm in fp32 too); a no-op, and no Cast node, in a float32 graph."""
+    if x.dtype == ms.float32:
+        return x
+    return x.astype(ms.float32)
+
+
 def staged_mean(g: Tensor) -> Tensor:
     """Mean of (N, G, R, H, W) over (R, H, W), keepdims: over W, then H, then R (the mean of equal-sized means
     is the mean).
@@ -72,6 +81,8 @@ class GroupNorm(nn.Cell):
         self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)), name="bias")
 
     def construct(self, x):
+        dtype = x.dtype
+        x = to_float32(x)
         shape = x.shape
         g = x.reshape(shape[0], self.num_groups, -1, shape[-2], shape[-1])   # (N, G, C/G [x T], H, W)
         mean = staged_mean(g)
@@ -80,7 +91,8 @@ class GroupNorm(nn.Cell):
         g = d / ops.sqrt(var + self.eps)
         x = g.reshape(shape)
         affine = (1, self.num_channels) + (1,) * (len(shape) - 2)
-        return x * self.weight.reshape(affine) + self.bias.reshape(affine)
+        y = x * to_float32(self.weight).reshape(affine) + to_float32(self.bias).reshape(affine)
+        return y.astype(dtype)
 
 
 class LayerNorm(nn.Cell):
@@ -93,10 +105,13 @@ class LayerNorm(nn.Cell):
         self.bias = Parameter(Tensor(np.zeros(dim, np.float32)), name="bias")
 
     def construct(self, x):
+        dtype = x.dtype
+        x = to_float32(x)
         mean = x.mean(axis=-1, keep_dims=True)
         d = x - mean
         var = (d * d).mean(axis=-1, keep_dims=True)
-        return d / ops.sqrt(var + self.eps) * self.weight + self.bias
+        y = d / ops.sqrt(var + self.eps) * to_float32(self.weight) + to_float32(self.bias)
+        return y.astype(dtype)
 
 
 def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:

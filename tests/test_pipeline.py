@@ -358,3 +358,44 @@ def test_openvino_bf16_within_the_official_autocast_error(oracle_exports, case_d
         if k not in errors:
             continue
         assert errors[k] <= bound, f"{case} openvino bf16 {k} = {errors[k]:.3g} > {bound} (official bf16 autocast)"
+
+
+@pytest.fixture(scope="module")
+def oracle_fp16_exports(oracle, tmp_path_factory):
+    """The oracle's tiny checkpoints exported at 64 px as fp16 ONNX (fused form, norms computed in fp32)."""
+    pytest.importorskip("mindspore", reason="exporting needs mindspore")
+    from export import ExportOptions, export_graphs
+
+    root = tmp_path_factory.mktemp("oracle_fp16")
+    out = {}
+    for case, cfg in CASES.items():
+        export_graphs(ExportOptions(config=cfg, checkpoint=str(oracle / cfg / "checkpoint.safetensors"),
+                                    out=str(root / cfg), resolution=S, formats="onnx", dtype="fp16", parity="off",
+                                    quiet=True))
+        out[case] = root / cfg
+    return out
+
+
+@pytest.mark.parametrize("backend, precision, bound", [("onnxruntime", "f32", "fp16"), ("openvino", "f32", "fp16"),
+                                                       ("openvino", "bf16", "bf16")])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp16_graphs_within_the_official_autocast_error(oracle_fp16_exports, case_data, case, backend, precision,
+                                                        bound, tmp_path):
+    """fp16 graphs end to end against the fp32 reference: within the official fp16 autocast error on ONNX Runtime
+    and OpenVINO f32 (fp16 weights and activations, norms in fp32), and within the bf16 bound when OpenVINO also
+    computes in bf16."""
+    _needs(backend)
+    if precision == "bf16":
+        from runtime.backends.openvino_backend import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            pytest.skip("this CPU has no native bf16 (AMX / AVX512_BF16) for OpenVINO")
+    _, inputs, ref = case_data(case)
+    pipe = SV3DPipeline.from_export(oracle_fp16_exports[case], backend=backend, precision=precision,
+                                    cache_dir=str(tmp_path / "cache"))
+    errors = reduced_precision_errors(pipe, inputs, ref)
+    print(f"\nfp16 graphs {case} {backend} {precision}: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
+    assert errors["latents_4"] > 1e-4            # the graphs really ran in reduced precision
+    for k, limit in AUTOCAST_BOUNDS[bound].items():
+        if k in errors:
+            assert errors[k] <= limit, f"{case} {backend} {precision} {k} = {errors[k]:.3g} > {limit} ({bound})"
