@@ -5,7 +5,7 @@ Each case runs in its own child process, because the knobs under test (oneDNN's 
 are read once when the engine loads. The child sets ONEDNN_VERBOSE=1, so every result also names the oneDNN
 implementation that ran (`impl`), which is what explains the numbers.
 
-Ops (FLOPs counted as 2 per multiply-accumulate, like benchmarks/flops.py):
+Ops (FLOPs counted as 2 per multiply-accumulate, like models/flops.py):
   conv3x3        nn.Conv2d(C, C, 3, padding 1) on (N, C, H, W)                      2 N C^2 9 H W
   conv3x3_s2     the UNet/VAE down-sampling conv, stride 2                           2 N C^2 9 (H/2)(W/2)
   conv1x1        nn.Conv2d(C, C, 1)                                                   2 N C^2 H W

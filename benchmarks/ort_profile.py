@@ -100,7 +100,7 @@ def profile(model_path: str, feeds: Dict[str, "object"], runs: int = 1, threads:
 def to_markdown(result: dict, counted_flops: Optional[int] = None) -> str:
     seen = result["flops_seen_per_run"]
     cover = (f"; the recorded shapes account for {seen / 1e9:.1f} of the {counted_flops / 1e9:.1f} GFLOP "
-             f"benchmarks.flops counts (nodes whose shapes the profiler omits add nothing)" if counted_flops else "")
+             f"models.flops counts (nodes whose shapes the profiler omits add nothing)" if counted_flops else "")
     lines = [f"ORT per-operator profile of {result['model']} ({result['runs']} run(s), kernel time "
              f"{result['kernel_seconds_per_run']:.3f} s per run{cover})", "",
              "| op type | calls | s per run | share | GFLOP | GFLOP/s |", "|---|---|---|---|---|---|"]
@@ -130,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
-    from .flops import graph_flops
+    from models.flops import graph_flops
 
     print(to_markdown(result, graph_flops(m.sv3d_config(), a.graph, m.shapes).total))
     return 0

@@ -48,7 +48,7 @@ def header_lines(run: dict) -> List[str]:
         f"{s['attention_chunk']}",
         f"- method: {run['warmup']} warm-up + {run['repeats']} timed calls per graph on random inputs; end-to-end "
         f"{run['e2e_repeats']} x generate({run['steps']} steps) after the warm-ups; intra-op threads "
-        f"{run['threads'] or 'engine default'}. FLOPs: benchmarks/flops.py (2 per MAC, matmul + conv only), what "
+        f"{run['threads'] or 'engine default'}. FLOPs: models/flops.py (2 per MAC, matmul + conv only), what "
         f"the graph executes; GFLOP/s = FLOPs / median; '% peak' = that over the sgemm peak.",
         "",
     ]

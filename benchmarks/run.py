@@ -14,7 +14,7 @@ Method (what every number means), per backend:
              (numpy_glue_step), and the whole generation (end_to_end). These sessions are new, so their first
              UNet step also carries the engine's first-run work (visible as a slower unet_step);
   memory     RSS at start, after each load and run, with all graphs loaded, and the process peak (ru_maxrss).
-Efficiency = counted FLOPs of the call (benchmarks.flops, what the graph executes) / median seconds, also given as
+Efficiency = counted FLOPs of the call (models.flops, what the graph executes) / median seconds, also given as
 a fraction of numpy's fp32 sgemm peak measured in the same run.
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _child(run: BackendRun) -> None:
     from runtime import GRAPH_NAMES, Manifest, SV3DPipeline, load_graph
     from runtime.backends import backend_format
 
-    from .flops import generation_flops_executed, graph_flops
+    from models.flops import generation_flops_executed, graph_flops
 
     def emit(rec: dict) -> None:
         with open(run.out_jsonl, "a") as f:

@@ -122,19 +122,18 @@ def _bytes_needed(cfg: SV3DConfig, shapes: ExportShapes, formats, gate: str) -> 
 def attention_scores_bytes(cfg: SV3DConfig, shapes: ExportShapes) -> int:
     """Largest softmax(QK^T) score matrix one plain attention call of the exported graphs holds (0 if chunked).
 
-    UNet spatial self-attention at down-sampling ds: (B * heads, N, N) with N = (latent / ds)^2 and
-    heads = channels / num_head_channels; the VAE mid block: single head over all latent positions per frame.
+    UNet spatial self-attention of each transformer (models/unet_layout.py) at down-sampling ds:
+    (B * heads, N, N) with N = (latent / ds)^2; the VAE mid block: single head over all latent positions per frame.
     """
+    from models.unet_layout import unet_layout
+
     if shapes.attention_chunk > 0:
         return 0
-    u, item = cfg.unet, np.dtype(shapes.dtype).itemsize
+    item = np.dtype(shapes.dtype).itemsize
     lat = shapes.resolution // cfg.latent_factor
     sizes = [shapes.decode_chunk * (lat * lat) ** 2 * item]
-    for level, mult in enumerate(u.channel_mult):
-        ds = 2 ** level
-        if ds in u.attention_resolutions:
-            heads = u.model_channels * mult // u.num_head_channels
-            sizes.append(shapes.unet_batch * heads * ((lat // ds) ** 2) ** 2 * item)
+    for _, _, ds, heads in unet_layout(cfg.unet).transformers():
+        sizes.append(shapes.unet_batch * heads * ((lat // ds) ** 2) ** 2 * item)
     return max(sizes)
 
 

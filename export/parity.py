@@ -25,10 +25,11 @@ chunked, a chunk small enough that the twin's attention is chunked too, with a r
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
+from models.flops import graph_flops as count_flops
 from runtime.specs import ExportShapes
 
 GATES = ("auto", "full", "twin", "off")
@@ -54,23 +55,16 @@ def twin_shapes(cfg, shapes: ExportShapes) -> ExportShapes:
                         decode_chunk=min(TWIN_DECODE_CHUNK, frames), dtype=shapes.dtype, attention_chunk=chunk)
 
 
-def graph_flops(cfg, name: str, shapes: ExportShapes) -> Optional[int]:
-    """Counted FLOPs of one call of graph `name` (benchmarks/flops.py), or None where the counter is absent."""
-    try:
-        from benchmarks.flops import graph_flops as count
-    except ImportError:
-        return None
-    return int(count(cfg, name, shapes).total)
+def graph_flops(cfg, name: str, shapes: ExportShapes) -> int:
+    """Counted FLOPs of one call of graph `name` (models/flops.py, what the graph executes)."""
+    return int(count_flops(cfg, name, shapes).total)
 
 
 def choose_gate(requested: str, cfg, name: str, shapes: ExportShapes, max_gflop: float) -> Tuple[str, str]:
     """(gate, reason) for graph `name`: `requested` unless it is auto."""
     if requested != "auto":
         return requested, "requested"
-    flops = graph_flops(cfg, name, shapes)
-    if flops is None:
-        return "twin", "auto: FLOP counter (benchmarks.flops) not importable, so the cheap gate"
-    gflop = flops / 1e9
+    gflop = graph_flops(cfg, name, shapes) / 1e9
     if gflop <= max_gflop:
         return "full", f"auto: {gflop:.3g} GFLOP per call <= {max_gflop:g}"
     if name == "vae_encoder":

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from configs import SV3DConfig, UNetConfig, VAEConfig, CLIPConfig
+from .unet_layout import CONV_IN, DOWNSAMPLE, unet_layout
+from .vae_layout import VAELevel, vae_layout
 
 Shape = Tuple[int, ...]
 Keys = Dict[str, Shape]
@@ -99,43 +101,29 @@ def unet_keys(u: UNetConfig) -> Keys:
     _linear(keys, "time_embed.2", ted, ted)
     _linear(keys, "label_emb.0.0", ted, u.adm_in_channels)
     _linear(keys, "label_emb.0.2", ted, ted)
-    _conv(keys, "input_blocks.0.0", mc, u.in_channels, 3, 3)
-    skip_chans = [mc]
-    ch, ds, idx = mc, 1, 1
-    last = len(u.channel_mult) - 1
-    for level, mult in enumerate(u.channel_mult):
-        for _ in range(u.num_res_blocks):
-            out = mult * mc
-            _video_resblock(keys, f"input_blocks.{idx}.0", ch, out, u)
-            ch = out
-            if ds in u.attention_resolutions:
-                _spatial_video_transformer(keys, f"input_blocks.{idx}.1", ch, u)
-            skip_chans.append(ch)
-            idx += 1
-        if level != last:
-            _conv(keys, f"input_blocks.{idx}.0.op", ch, ch, 3, 3)
-            skip_chans.append(ch)
-            ds *= 2
-            idx += 1
-    _video_resblock(keys, "middle_block.0", ch, ch, u)
-    _spatial_video_transformer(keys, "middle_block.1", ch, u)
-    _video_resblock(keys, "middle_block.2", ch, ch, u)
-    idx = 0
-    for level, mult in reversed(list(enumerate(u.channel_mult))):
-        for i in range(u.num_res_blocks + 1):
-            out = mult * mc
-            _video_resblock(keys, f"output_blocks.{idx}.0", ch + skip_chans.pop(), out, u)
-            ch = out
-            sub = 1
-            if ds in u.attention_resolutions:
-                _spatial_video_transformer(keys, f"output_blocks.{idx}.1", ch, u)
-                sub = 2
-            if level and i == u.num_res_blocks:
-                _conv(keys, f"output_blocks.{idx}.{sub}.conv", ch, ch, 3, 3)
-                ds //= 2
-            idx += 1
-    _norm(keys, "out.0", mc)
-    _conv(keys, "out.2", u.out_channels, mc, 3, 3)
+    layout = unet_layout(u)
+    for b in layout.input_blocks:
+        if b.kind == CONV_IN:
+            _conv(keys, f"{b.name}.0", b.c_out, b.c_in, 3, 3)
+        elif b.kind == DOWNSAMPLE:
+            _conv(keys, f"{b.name}.0.op", b.c_out, b.c_in, 3, 3)
+        else:
+            _video_resblock(keys, f"{b.name}.0", b.c_in, b.c_out, u)
+            if b.attention:
+                _spatial_video_transformer(keys, f"{b.name}.1", b.c_out, u)
+    m = layout.middle
+    _video_resblock(keys, f"{m.name}.0", m.channels, m.channels, u)
+    _spatial_video_transformer(keys, f"{m.name}.1", m.channels, u)
+    _video_resblock(keys, f"{m.name}.2", m.channels, m.channels, u)
+    for o in layout.output_blocks:
+        _video_resblock(keys, f"{o.name}.0", o.resblock_in, o.c_out, u)
+        if o.attention:
+            _spatial_video_transformer(keys, f"{o.name}.1", o.c_out, u)
+        if o.upsample:                                      # the Upsample follows the transformer where there is one
+            _conv(keys, f"{o.name}.{2 if o.attention else 1}.conv", o.c_out, o.c_out, 3, 3)
+    hd = layout.head
+    _norm(keys, f"{hd.name}.0", hd.c_in)
+    _conv(keys, f"{hd.name}.2", hd.c_out, hd.c_in, 3, 3)
     return keys
 
 
@@ -163,42 +151,40 @@ def _mid(keys: Keys, p: str, c: int) -> None:
     _resnet_block(keys, f"{p}.block_2", c, c)
 
 
+def _level_keys(keys: Keys, p: str, level: VAELevel, resampler: str) -> None:
+    for j, (cin, cout) in enumerate(level.blocks()):
+        _resnet_block(keys, f"{p}.{level.name}.block.{j}", cin, cout)
+    if level.resample:
+        _conv(keys, f"{p}.{level.name}.{resampler}.conv", level.c_out, level.c_out, 3, 3)
+
+
 def vae_encoder_keys(v: VAEConfig) -> Keys:
     """Encoder + quant_conv, relative to conditioner.embedders.1.encoder. (MDL:487-601; AE:437-462)."""
     keys: Keys = {}
+    layout = vae_layout(v)
     _conv(keys, "encoder.conv_in", v.ch, v.in_channels, 3, 3)
-    in_mult = (1,) + tuple(v.ch_mult)
-    block_in = v.ch
-    for i, mult in enumerate(v.ch_mult):
-        block_in, block_out = v.ch * in_mult[i], v.ch * mult
-        for j in range(v.num_res_blocks):
-            _resnet_block(keys, f"encoder.down.{i}.block.{j}", block_in, block_out)
-            block_in = block_out
-        if i != len(v.ch_mult) - 1:
-            _conv(keys, f"encoder.down.{i}.downsample.conv", block_in, block_in, 3, 3)
-    _mid(keys, "encoder.mid", block_in)
-    _norm(keys, "encoder.norm_out", block_in)
-    zc = 2 * v.z_channels if v.double_z else v.z_channels
-    _conv(keys, "encoder.conv_out", zc, block_in, 3, 3)
-    _conv(keys, "quant_conv", 2 * v.embed_dim, zc, 1, 1)
+    for level in layout.encoder:
+        _level_keys(keys, "encoder", level, "downsample")
+    c = layout.mid_channels
+    _mid(keys, "encoder.mid", c)
+    _norm(keys, "encoder.norm_out", c)
+    _conv(keys, "encoder.conv_out", layout.moments, c, 3, 3)
+    _conv(keys, "quant_conv", 2 * v.embed_dim, layout.moments, 1, 1)
     return keys
 
 
 def vae_decoder_keys(v: VAEConfig) -> Keys:
     """Image Decoder, relative to first_stage_model. (MDL:604-748)."""
     keys: Keys = {}
-    block_in = v.ch * v.ch_mult[-1]
-    _conv(keys, "decoder.conv_in", block_in, v.z_channels, 3, 3)
-    _mid(keys, "decoder.mid", block_in)
-    for i in reversed(range(len(v.ch_mult))):
-        block_out = v.ch * v.ch_mult[i]
-        for j in range(v.num_res_blocks + 1):
-            _resnet_block(keys, f"decoder.up.{i}.block.{j}", block_in, block_out)
-            block_in = block_out
-        if i != 0:
-            _conv(keys, f"decoder.up.{i}.upsample.conv", block_in, block_in, 3, 3)
-    _norm(keys, "decoder.norm_out", block_in)
-    _conv(keys, "decoder.conv_out", v.out_ch, block_in, 3, 3)
+    layout = vae_layout(v)
+    c = layout.mid_channels
+    _conv(keys, "decoder.conv_in", c, v.z_channels, 3, 3)
+    _mid(keys, "decoder.mid", c)
+    for level in layout.decoder:
+        _level_keys(keys, "decoder", level, "upsample")
+    head = layout.head_channels
+    _norm(keys, "decoder.norm_out", head)
+    _conv(keys, "decoder.conv_out", v.out_ch, head, 3, 3)
     return keys
 
 

@@ -11,6 +11,7 @@ from mindspore import Tensor, nn, ops
 from configs import UNetConfig
 from .layers import GroupNorm, conv2d, linear, timestep_embedding, timestep_embedding_table
 from .unet_blocks import Downsample, EmbedSequential, SiLU, SpatialVideoTransformer, Upsample, VideoResBlock
+from .unet_layout import CONV_IN, DOWNSAMPLE, unet_layout
 
 
 class VideoUNet(nn.Cell):
@@ -54,52 +55,46 @@ class VideoUNet(nn.Cell):
         def resblock(cin: int, cout: int) -> VideoResBlock:
             return VideoResBlock(cin, cout, cfg, num_frames)
 
-        def transformer(ch: int) -> SpatialVideoTransformer:
-            heads = ch // cfg.num_head_channels                               # VM:278-283
+        def transformer(ch: int, heads: int) -> SpatialVideoTransformer:
             return SpatialVideoTransformer(ch, heads, cfg.num_head_channels, cfg, num_frames, attention_chunk)
 
-        # 6.2 encoder (VM:191-319): input_blocks.0 is the plain conv; then per level num_res_blocks x
-        # [VideoResBlock (+ transformer where ds is an attention resolution)], and a Downsample between levels
-        blocks = [nn.SequentialCell([conv2d(cfg.in_channels, mc, 3, padding=1)])]
-        skip_chans = [mc]
-        ch, ds = mc, 1
-        last = len(cfg.channel_mult) - 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers = [resblock(ch, mult * mc)]
-                ch = mult * mc
-                if ds in cfg.attention_resolutions:
-                    layers.append(transformer(ch))
-                blocks.append(EmbedSequential(layers))
-                skip_chans.append(ch)
-            if level != last:
-                blocks.append(EmbedSequential([Downsample(ch)]))
-                skip_chans.append(ch)
-                ds *= 2
+        def resblock_transformer(cin: int, cout: int, heads: int) -> list:
+            return [resblock(cin, cout)] + ([transformer(cout, heads)] if heads else [])
+
+        # the blocks, channels and skips come from models/unet_layout.py (VM:191-445)
+        layout = unet_layout(cfg)
+
+        # 6.2 encoder (VM:191-319): the plain conv, ResBlocks (+ transformer), a Downsample between levels
+        blocks = []
+        for b in layout.input_blocks:
+            if b.kind == CONV_IN:
+                blocks.append(nn.SequentialCell([conv2d(b.c_in, b.c_out, 3, padding=1)]))
+            elif b.kind == DOWNSAMPLE:
+                blocks.append(EmbedSequential([Downsample(b.c_out)]))
+            else:
+                blocks.append(EmbedSequential(resblock_transformer(b.c_in, b.c_out, b.heads)))
         self.input_blocks = nn.CellList(blocks)
 
         # middle (VM:321-357): always ResBlock, transformer, ResBlock
-        self.middle_block = EmbedSequential([resblock(ch, ch), transformer(ch), resblock(ch, ch)])
+        m = layout.middle
+        self.middle_block = EmbedSequential([resblock(m.channels, m.channels), transformer(m.channels, m.heads),
+                                             resblock(m.channels, m.channels)])
 
-        # decoder (VM:359-439): per level num_res_blocks + 1 blocks, each taking one skip; Upsample at the end of
-        # every level but the first
+        # decoder (VM:359-439): ResBlock on cat([h, skip]) (+ transformer), Upsample ending every level but the first
         blocks = []
-        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
-            for i in range(cfg.num_res_blocks + 1):
-                layers = [resblock(ch + skip_chans.pop(), mc * mult)]
-                ch = mc * mult
-                if ds in cfg.attention_resolutions:
-                    layers.append(transformer(ch))
-                if level and i == cfg.num_res_blocks:
-                    layers.append(Upsample(ch))
-                    ds //= 2
-                blocks.append(EmbedSequential(layers))
+        for o in layout.output_blocks:
+            layers = resblock_transformer(o.resblock_in, o.c_out, o.heads)
+            if o.upsample:
+                layers.append(Upsample(o.c_out))
+            blocks.append(EmbedSequential(layers))
         self.output_blocks = nn.CellList(blocks)
         self.num_input_blocks = len(self.input_blocks)
         self.num_output_blocks = len(self.output_blocks)
+        self.skip_sources = tuple(o.skip for o in layout.output_blocks)     # input block index per output block
 
         # head (VM:441-445): GroupNorm32 -> SiLU -> 3x3 conv
-        self.out = nn.SequentialCell([GroupNorm(g, ch, eps), SiLU(), conv2d(mc, cfg.out_channels, 3, padding=1)])
+        hd = layout.head
+        self.out = nn.SequentialCell([GroupNorm(g, hd.c_in, eps), SiLU(), conv2d(hd.c_in, hd.c_out, 3, padding=1)])
 
     def construct(self, x, timesteps, context, y):
         if x.shape[0] % self.num_frames != 0:
@@ -117,7 +112,7 @@ class VideoUNet(nn.Cell):
         h = self.middle_block(h, emb, context)
         # 4. decoder: cat([h, skip]) on channels, skips taken last-in first-out (VM:487-496)
         for i in range(self.num_output_blocks):
-            h = ops.concat((h, hs[self.num_input_blocks - 1 - i]), axis=1)
+            h = ops.concat((h, hs[self.skip_sources[i]]), axis=1)
             h = self.output_blocks[i](h, emb, context)
         # 5. head
         return self.out(h)                                                   # (B, out_channels, h, w)

@@ -21,6 +21,7 @@ from mindspore import nn
 
 from configs import VAEConfig
 from .layers import GroupNorm, attention, conv2d, pad_right_bottom, silu, upsample_nearest2x
+from .vae_layout import VAELevel, vae_layout
 
 
 def _check_supported(cfg: VAEConfig) -> None:
@@ -102,20 +103,17 @@ class MidBlock(nn.Cell):
 
 
 class Level(nn.Cell):
-    """One resolution level: `block` ResnetBlocks, then an optional resampler named `downsample`/`upsample`."""
+    """One resolution level (models/vae_layout.VAELevel): its ResnetBlocks `block.{j}`, then the resampler
+    `downsample` or `upsample` (`resampler`: "down" | "up") where the level has one."""
 
-    def __init__(self, cin: int, cout: int, num_blocks: int, groups: int, eps: float, resample: str = ""):
+    def __init__(self, level: VAELevel, groups: int, eps: float, resampler: str):
         super().__init__()
-        blocks = []
-        for _ in range(num_blocks):
-            blocks.append(ResnetBlock(cin, cout, groups, eps))
-            cin = cout
-        self.block = nn.CellList(blocks)
-        self.resample = resample
-        if resample == "down":
-            self.downsample = Downsample(cout)
-        elif resample == "up":
-            self.upsample = Upsample(cout)
+        self.block = nn.CellList([ResnetBlock(cin, cout, groups, eps) for cin, cout in level.blocks()])
+        self.resample = resampler if level.resample else ""
+        if self.resample == "down":
+            self.downsample = Downsample(level.c_out)
+        elif self.resample == "up":
+            self.upsample = Upsample(level.c_out)
 
     def construct(self, x):
         for blk in self.block:
@@ -134,18 +132,12 @@ class Encoder(nn.Cell):
         super().__init__()
         _check_supported(cfg)
         g, eps = cfg.norm_groups, cfg.norm_eps
+        layout = vae_layout(cfg)
         self.conv_in = conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
-        in_mult = (1,) + tuple(cfg.ch_mult)
-        last = len(cfg.ch_mult) - 1
-        levels = []
-        for i, mult in enumerate(cfg.ch_mult):
-            levels.append(Level(cfg.ch * in_mult[i], cfg.ch * mult, cfg.num_res_blocks, g, eps,
-                                "down" if i != last else ""))
-        self.down = nn.CellList(levels)
-        block_in = cfg.ch * cfg.ch_mult[-1]
-        self.mid = MidBlock(block_in, g, eps, attention_chunk)
-        self.norm_out = GroupNorm(g, block_in, eps)
-        self.conv_out = conv2d(block_in, 2 * cfg.z_channels if cfg.double_z else cfg.z_channels, 3, padding=1)
+        self.down = nn.CellList([Level(lv, g, eps, "down") for lv in layout.encoder])
+        self.mid = MidBlock(layout.mid_channels, g, eps, attention_chunk)
+        self.norm_out = GroupNorm(g, layout.mid_channels, eps)
+        self.conv_out = conv2d(layout.mid_channels, layout.moments, 3, padding=1)
 
     def construct(self, x):
         h = self.conv_in(x)
@@ -162,18 +154,17 @@ class Decoder(nn.Cell):
         super().__init__()
         _check_supported(cfg)
         g, eps = cfg.norm_groups, cfg.norm_eps
-        block_in = cfg.ch * cfg.ch_mult[-1]
-        self.conv_in = conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = MidBlock(block_in, g, eps, attention_chunk)
-        levels = [None] * len(cfg.ch_mult)
-        for i in reversed(range(len(cfg.ch_mult))):           # built deepest first, as the channels flow
-            block_out = cfg.ch * cfg.ch_mult[i]
-            levels[i] = Level(block_in, block_out, cfg.num_res_blocks + 1, g, eps, "up" if i != 0 else "")
-            block_in = block_out
+        layout = vae_layout(cfg)
+        self.conv_in = conv2d(cfg.z_channels, layout.mid_channels, 3, padding=1)
+        self.mid = MidBlock(layout.mid_channels, g, eps, attention_chunk)
+        levels = [None] * len(layout.decoder)
+        for lv in layout.decoder:                             # built deepest first, as the channels flow
+            levels[lv.index] = Level(lv, g, eps, "up")
         self.up = nn.CellList(levels)
         self.num_levels = len(levels)
-        self.norm_out = GroupNorm(g, block_in, eps)
-        self.conv_out = conv2d(block_in, cfg.out_ch, 3, padding=1)
+        head = layout.head_channels
+        self.norm_out = GroupNorm(g, head, eps)
+        self.conv_out = conv2d(head, cfg.out_ch, 3, padding=1)
 
     def construct(self, z):
         h = self.mid(self.conv_in(z))
@@ -187,9 +178,8 @@ class VAEEncoder(nn.Cell):
 
     def __init__(self, cfg: VAEConfig, attention_chunk: int = 0):
         super().__init__()
-        zc = 2 * cfg.z_channels if cfg.double_z else cfg.z_channels
         self.encoder = Encoder(cfg, attention_chunk)
-        self.quant_conv = conv2d(zc, 2 * cfg.embed_dim, 1)
+        self.quant_conv = conv2d(vae_layout(cfg).moments, 2 * cfg.embed_dim, 1)
         self.embed_dim = cfg.embed_dim
 
     def construct(self, x):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.flops import (attention_flops, clip_flops, clip_resize_flops, generation_flops, unet_flops,
-                              vae_decoder_flops, vae_encoder_flops)
+from models.flops import (attention_flops, clip_flops, clip_resize_flops, generation_flops, unet_flops,
+                          vae_decoder_flops, vae_encoder_flops)
 from configs import load_config
 
 # shared/reference/SV3D_FLOPS.md (torch flop_counter on the official modules, 576x576, 21 frames)
@@ -134,7 +134,7 @@ def test_bad_shapes_are_refused(full):
 
 
 def test_graph_flops_follow_the_export_shapes(full):
-    from benchmarks.flops import generation_flops_executed, graph_flops
+    from models.flops import generation_flops_executed, graph_flops
     from runtime.specs import ExportShapes
 
     cfg = full["sv3d_u"]
@@ -243,7 +243,7 @@ def test_harness_smoke(tiny_export, tmp_path):
     import json
 
     from benchmarks.__main__ import main
-    from benchmarks.flops import graph_flops
+    from models.flops import graph_flops
     from runtime import Manifest
     from runtime.backends import backend_available
 

@@ -28,6 +28,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
+from runtime.specs import GRAPH_NAMES
+from .unet_layout import CONV_IN, DOWNSAMPLE, unet_layout
+from .vae_layout import VAELevel, vae_layout
+
 KINDS = ("conv", "linear", "attention")
 MODES = ("reference", "executed")
 
@@ -150,7 +154,7 @@ def unet_flops(cfg, resolution: int, batch: int, mode: str = "reference") -> Flo
         raise ValueError(f"UNet batch must be a multiple of num_frames {T} (b videos x T frames), got {batch}")
     if resolution % cfg.latent_factor:
         raise ValueError(f"resolution must be a multiple of latent_factor {cfg.latent_factor}, got {resolution}")
-    down = 2 ** (len(u.channel_mult) - 1)
+    down = unet_layout(u).down
     lat = resolution // cfg.latent_factor
     if lat % down:
         raise ValueError(f"latent size {lat} must be divisible by the UNet's down-sampling {down}")
@@ -210,52 +214,43 @@ def unet_flops(cfg, resolution: int, batch: int, mode: str = "reference") -> Flo
     acc.block = "label_emb"
     acc.add("linear", "time_embed/label_emb", linear_flops(B, u.adm_in_channels, ted) + linear_flops(B, ted, ted))
 
-    # 2. encoder (same bookkeeping as models/unet.py)
-    acc.block = "input_blocks.0"
-    acc.add("conv", "conv_in/out", conv_flops(B, u.in_channels, mc, (3, 3), lat * lat))
-    skips, ch, ds, size, idx = [mc], mc, 1, lat, 1
-    last = len(u.channel_mult) - 1
-    for level, mult in enumerate(u.channel_mult):
-        for _ in range(u.num_res_blocks):
-            acc.block = f"input_blocks.{idx}"
-            resblock(ch, mult * mc, size * size)
-            ch = mult * mc
-            if ds in u.attention_resolutions:
-                transformer(ch, size * size)
-            skips.append(ch)
-            idx += 1
-        if level != last:
-            acc.block = f"input_blocks.{idx}"
-            size //= 2                                                  # stride-2 conv, symmetric pad 1
-            acc.add("conv", "downsample/upsample conv3x3", conv_flops(B, ch, ch, (3, 3), size * size))
-            skips.append(ch)
-            ds *= 2
-            idx += 1
+    # 2. encoder (models/unet_layout.py); a block at ds works on (lat / ds)^2 positions
+    layout = unet_layout(u)
+    for blk in layout.input_blocks:
+        acc.block = blk.name
+        size = lat // blk.ds_out
+        if blk.kind == CONV_IN:
+            acc.add("conv", "conv_in/out", conv_flops(B, blk.c_in, blk.c_out, (3, 3), size * size))
+        elif blk.kind == DOWNSAMPLE:                                    # stride-2 conv, symmetric pad 1
+            acc.add("conv", "downsample/upsample conv3x3", conv_flops(B, blk.c_in, blk.c_out, (3, 3), size * size))
+        else:
+            resblock(blk.c_in, blk.c_out, size * size)
+            if blk.attention:
+                transformer(blk.c_out, size * size)
 
     # 3. middle
-    acc.block = "middle_block"
-    resblock(ch, ch, size * size)
-    transformer(ch, size * size)
-    resblock(ch, ch, size * size)
+    m = layout.middle
+    acc.block = m.name
+    size = lat // m.ds
+    resblock(m.channels, m.channels, size * size)
+    transformer(m.channels, size * size)
+    resblock(m.channels, m.channels, size * size)
 
-    # 4. decoder
-    idx = 0
-    for level, mult in reversed(list(enumerate(u.channel_mult))):
-        for i in range(u.num_res_blocks + 1):
-            acc.block = f"output_blocks.{idx}"
-            resblock(ch + skips.pop(), mc * mult, size * size)
-            ch = mc * mult
-            if ds in u.attention_resolutions:
-                transformer(ch, size * size)
-            if level and i == u.num_res_blocks:
-                size *= 2                                               # nearest x2, then 3x3 conv
-                acc.add("conv", "downsample/upsample conv3x3", conv_flops(B, ch, ch, (3, 3), size * size))
-                ds //= 2
-            idx += 1
+    # 4. decoder: each ResBlock takes cat([h, skip])
+    for blk in layout.output_blocks:
+        acc.block = blk.name
+        size = lat // blk.ds
+        resblock(blk.resblock_in, blk.c_out, size * size)
+        if blk.attention:
+            transformer(blk.c_out, size * size)
+        if blk.upsample:                                                # nearest x2, then 3x3 conv
+            size = lat // blk.ds_out
+            acc.add("conv", "downsample/upsample conv3x3", conv_flops(B, blk.c_out, blk.c_out, (3, 3), size * size))
 
-    # 5. head
-    acc.block = "out"
-    acc.add("conv", "conv_in/out", conv_flops(B, ch, u.out_channels, (3, 3), size * size))
+    # 5. head, at ds = 1
+    hd = layout.head
+    acc.block = hd.name
+    acc.add("conv", "conv_in/out", conv_flops(B, hd.c_in, hd.c_out, (3, 3), lat * lat))
     return FlopCount("unet", acc.items, resolution=resolution, latent=lat, batch=batch, frames=T, mode=mode)
 
 
@@ -291,6 +286,17 @@ def _vae_check(cfg, resolution: int) -> int:
     return resolution // cfg.vae.downsample_factor
 
 
+def _vae_level(acc: _Terms, n: int, level: VAELevel, resolution: int, resampler: str) -> None:
+    """A level's ResnetBlocks at resolution / ds, then its resampler's 3x3 conv at the output size."""
+    acc.block = level.name
+    size = resolution // level.ds
+    for c_in, c_out in level.blocks():
+        _vae_resblock(acc, n, c_in, c_out, size * size)
+    if level.resample:
+        size = size * 2 if resampler == "upsample" else size // 2
+        acc.add("conv", f"{resampler} conv3x3", conv_flops(n, level.c_out, level.c_out, (3, 3), size * size))
+
+
 def vae_decoder_flops(cfg, resolution: int, frames: int = 1) -> FlopCount:
     """Image Decoder (MDL:604-748; no post_quant_conv): `frames` latents -> frames x 3 x S x S.
 
@@ -299,22 +305,15 @@ def vae_decoder_flops(cfg, resolution: int, frames: int = 1) -> FlopCount:
     _check_positive(resolution=resolution, frames=frames)
     v, n = cfg.vae, frames
     size = _vae_check(cfg, resolution)
+    layout = vae_layout(v)
     acc = _Terms()
-    ch = v.ch * v.ch_mult[-1]
     acc.block = "conv_in"
-    acc.add("conv", "conv_in/out", conv_flops(n, v.z_channels, ch, (3, 3), size * size))
-    _vae_mid(acc, n, ch, size * size)
-    for level in reversed(range(len(v.ch_mult))):
-        acc.block = f"up.{level}"
-        out = v.ch * v.ch_mult[level]
-        for _ in range(v.num_res_blocks + 1):
-            _vae_resblock(acc, n, ch, out, size * size)
-            ch = out
-        if level:                                                       # Upsample: nearest x2, then 3x3 conv
-            size *= 2
-            acc.add("conv", "upsample conv3x3", conv_flops(n, ch, ch, (3, 3), size * size))
+    acc.add("conv", "conv_in/out", conv_flops(n, v.z_channels, layout.mid_channels, (3, 3), size * size))
+    _vae_mid(acc, n, layout.mid_channels, size * size)
+    for level in layout.decoder:                                        # Upsample: nearest x2, then 3x3 conv
+        _vae_level(acc, n, level, resolution, "upsample")
     acc.block = "conv_out"
-    acc.add("conv", "conv_in/out", conv_flops(n, ch, v.out_ch, (3, 3), size * size))
+    acc.add("conv", "conv_in/out", conv_flops(n, layout.head_channels, v.out_ch, (3, 3), resolution * resolution))
     return FlopCount("vae_decoder", acc.items, resolution=resolution, frames=frames)
 
 
@@ -323,28 +322,18 @@ def vae_encoder_flops(cfg, resolution: int, frames: int = 1) -> FlopCount:
     afterwards, so models/vae.py runs exactly this too."""
     _check_positive(resolution=resolution, frames=frames)
     v, n = cfg.vae, frames
-    _vae_check(cfg, resolution)
+    size = _vae_check(cfg, resolution)
+    layout = vae_layout(v)
     acc = _Terms()
-    size = resolution
     acc.block = "conv_in"
-    acc.add("conv", "conv_in/out", conv_flops(n, v.in_channels, v.ch, (3, 3), size * size))
-    ch = v.ch
-    last = len(v.ch_mult) - 1
-    for level, mult in enumerate(v.ch_mult):
-        acc.block = f"down.{level}"
-        out = v.ch * mult
-        for _ in range(v.num_res_blocks):
-            _vae_resblock(acc, n, ch, out, size * size)
-            ch = out
-        if level != last:                                               # pad (0,1,0,1), 3x3 stride 2, no pad
-            size //= 2
-            acc.add("conv", "downsample conv3x3", conv_flops(n, ch, ch, (3, 3), size * size))
-    _vae_mid(acc, n, ch, size * size)
+    acc.add("conv", "conv_in/out", conv_flops(n, v.in_channels, v.ch, (3, 3), resolution * resolution))
+    for level in layout.encoder:                                        # pad (0,1,0,1), 3x3 stride 2, no pad
+        _vae_level(acc, n, level, resolution, "downsample")
+    _vae_mid(acc, n, layout.mid_channels, size * size)
     acc.block = "conv_out"
-    moments = (2 if v.double_z else 1) * v.z_channels
-    acc.add("conv", "conv_in/out", conv_flops(n, ch, moments, (3, 3), size * size))
+    acc.add("conv", "conv_in/out", conv_flops(n, layout.mid_channels, layout.moments, (3, 3), size * size))
     acc.block = "quant_conv"
-    acc.add("conv", "attention conv1x1", conv_flops(n, moments, 2 * v.embed_dim, (1, 1), size * size))
+    acc.add("conv", "attention conv1x1", conv_flops(n, layout.moments, 2 * v.embed_dim, (1, 1), size * size))
     return FlopCount("vae_encoder", acc.items, resolution=resolution, frames=frames)
 
 
@@ -382,6 +371,26 @@ def clip_resize_flops(cfg, resolution: int) -> FlopCount:
     return FlopCount("clip_resize", acc.items, resolution=resolution)
 
 
+def _clip_encoder_graph(cfg, shapes, mode: str) -> FlopCount:
+    tower = clip_flops(cfg)
+    if mode == "reference":
+        return tower
+    return FlopCount("clip_encoder", tower.terms + clip_resize_flops(cfg, shapes.resolution).terms,
+                     image_size=shapes.resolution)
+
+
+# graph name (runtime/specs.py) -> the count of one call at its export shapes (ExportShapes) in a mode
+GRAPH_COUNTERS = {
+    "clip_encoder": _clip_encoder_graph,
+    "vae_encoder": lambda cfg, shapes, mode: vae_encoder_flops(cfg, shapes.resolution),
+    "unet": lambda cfg, shapes, mode: unet_flops(cfg, shapes.resolution, shapes.unet_batch, mode),
+    "vae_decoder": lambda cfg, shapes, mode: vae_decoder_flops(cfg, shapes.resolution, shapes.decode_chunk),
+}
+if tuple(GRAPH_COUNTERS) != GRAPH_NAMES:
+    raise RuntimeError(f"models/flops.py GRAPH_COUNTERS must count exactly the graphs of runtime/specs.py "
+                       f"{GRAPH_NAMES}, got {tuple(GRAPH_COUNTERS)}")
+
+
 def graph_flops(cfg, graph: str, shapes, mode: str = "executed") -> FlopCount:
     """FLOPs of one call of an exported graph (runtime/specs.py names) at its export shapes (ExportShapes).
 
@@ -390,19 +399,9 @@ def graph_flops(cfg, graph: str, shapes, mode: str = "executed") -> FlopCount:
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    s = shapes.resolution
-    if graph == "unet":
-        return unet_flops(cfg, s, shapes.unet_batch, mode)
-    if graph == "vae_decoder":
-        return vae_decoder_flops(cfg, s, shapes.decode_chunk)
-    if graph == "vae_encoder":
-        return vae_encoder_flops(cfg, s)
-    if graph == "clip_encoder":
-        tower = clip_flops(cfg)
-        if mode == "reference":
-            return tower
-        return FlopCount("clip_encoder", tower.terms + clip_resize_flops(cfg, s).terms, image_size=s)
-    raise ValueError(f"unknown graph {graph!r}; expected clip_encoder, vae_encoder, unet or vae_decoder")
+    if graph not in GRAPH_COUNTERS:
+        raise ValueError(f"unknown graph {graph!r}; expected one of {', '.join(GRAPH_NAMES)}")
+    return GRAPH_COUNTERS[graph](cfg, shapes, mode)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -431,14 +430,6 @@ def generation_flops(cfg, resolution: int, steps: int, unet_batch: int = 0, mode
     out = OrderedDict((k, {"calls": n, "flops_per_call": f, "flops": n * f}) for k, (n, f) in stages.items())
     out["total"] = sum(v["flops"] for v in out.values())
     return out
-
-
-def human(flops: float) -> str:
-    """1.23 TFLOP style."""
-    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if abs(flops) >= scale:
-            return f"{flops / scale:.3f} {unit}"
-    return f"{flops:.0f} FLOP"
 
 
 def generation_flops_executed(cfg, shapes, steps: int) -> int:
