@@ -242,6 +242,28 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch,
     assert rel_l2(got, want) < 1e-5
 
 
+def test_graph_registry_is_checked_against_the_specs(monkeypatch):
+    """export/registry.py: one entry per GRAPH_NAMES graph, each naming a models/ component and an
+    export/wrappers.py class; a missing or extra graph, or an unknown component, fails at import."""
+    from export import registry, wrappers
+    from models.components import COMPONENTS
+
+    assert tuple(registry.GRAPHS) == GRAPH_NAMES
+    assert {g.component for g in registry.GRAPHS.values()} == set(COMPONENTS)
+    assert all(isinstance(getattr(wrappers, g.wrapper), type) for g in registry.GRAPHS.values())
+    full = dict(registry.GRAPHS)
+    for broken, needle in (({k: v for k, v in full.items() if k != "unet"}, r"missing \['unet'\]"),
+                           ({**full, "extra": full["unet"]}, r"unexpected \['extra'\]"),
+                           ({**full, "unet": registry.GraphExport("unet", "vae", "UNetGraph")}, "components")):
+        monkeypatch.setattr(registry, "GRAPHS", broken)
+        with pytest.raises(RuntimeError, match=needle):
+            registry._check()
+    monkeypatch.setattr(registry, "GRAPHS", {**full, "unet": registry.GraphExport("unet", "unet", "NoSuchCell")})
+    monkeypatch.setattr(wrappers, "GRAPHS", registry.GRAPHS)
+    with pytest.raises(RuntimeError, match="NoSuchCell"):
+        wrappers._check_registry()
+
+
 def test_twin_shapes_and_auto_gate():
     from export import parity
 
