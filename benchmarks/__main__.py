@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from runtime.specs import DTYPES
+
 DEFAULT_BACKENDS = "onnxruntime,mindspore,mslite"
 DEFAULT_OUT = "benchmark_results"
 DEFAULT_CACHE = Path.home() / ".cache" / "sv3d_bench"
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--resolution", type=int, default=0, help="export resolution (default: the config's)")
     src.add_argument("--unet-batch", type=int, default=0, help="2*frames (default) or frames")
     src.add_argument("--decode-chunk", type=int, default=0, help="default: the config's decode_chunk")
-    src.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    src.add_argument("--dtype", default="float32", choices=list(DTYPES))
     src.add_argument("--attention-chunk", type=int, default=0, help="memory-bounded attention query chunk")
     src.add_argument("--formats", default="onnx,mindir", help="graph formats to export")
     src.add_argument("--parity", default="auto", help="the export's parity gate (python -m export --help)")

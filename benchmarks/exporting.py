@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from configs import load_config
-
-DTYPE_FLAGS = {"float32": "fp32", "float16": "fp16"}     # ExportShapes dtype -> export CLI dtype
+from runtime.specs import DTYPES
 HASH_CHARS = 12
 
 
@@ -36,15 +35,15 @@ def ensure_export(config: str, checkpoint, *, cache: Path, resolution: Optional[
     ckpt = Path(checkpoint).expanduser()
     if not ckpt.is_file():
         raise SystemExit(f"error: checkpoint not found: {ckpt}")
-    if dtype not in DTYPE_FLAGS:
-        raise SystemExit(f"error: dtype must be one of {list(DTYPE_FLAGS)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: dtype must be one of {list(DTYPES)}, got {dtype!r}")
     res = resolution or cfg.resolution
     t = cfg.num_frames
     if unet_batch not in (None, t, 2 * t):
         raise SystemExit(f"error: --unet-batch must be {2 * t} (both CFG branches) or {t} (one branch), got "
                          f"{unet_batch}")
     request = {"resolution": res, "unet_batch": "T" if unet_batch == t else "2T",
-               "decode_chunk": decode_chunk or cfg.decode_chunk, "dtype": DTYPE_FLAGS[dtype],
+               "decode_chunk": decode_chunk or cfg.decode_chunk, "dtype": DTYPES[dtype].cli,
                "attention_chunk": attention_chunk, "formats": sorted(formats)}
     out = cache_folder(Path(cache).expanduser(), cfg, ckpt, request)
     if (out / "manifest.json").is_file():

@@ -10,14 +10,14 @@ Two phases:
    formats, the checkpoint header against the config (models.checkpoint.CheckpointError), the output folder and
    the free disk space. User errors surface here, in about a second.
 2. `run(plan)`: per graph (clip_encoder, vae_encoder, unet, vae_decoder), a fresh wrapper Cell (export/wrappers.py)
-   is loaded and traced to MindIR, the ONNX graph exported from that MindIR, every file loaded by its own engine
-   and checked against the spec, and the graph gated against the eager Cell (export/parity.py). Steps that hold
-   a large graph's weights run in worker processes (export/workers.py: MindSpore never frees what it compiled).
+   is loaded and traced to MindIR, the ONNX graph exported from that MindIR, every file loaded by the runtime's
+   backend for its format and checked against the spec (export/checks.py), and the graph gated against the eager
+   Cell (export/parity.py). Steps that hold a large graph's weights run in worker processes (export/workers.py:
+   MindSpore never frees what it compiled).
    The manifest is written last and the staging folder renamed into place (export/staging.py).
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import platform
@@ -38,9 +38,9 @@ from runtime import interrupts
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, pipeline_constants, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
-from .components import graph_weight_bytes
+from .registry import graph_weight_bytes
 from .errors import ExportError, ParityError
-from .options import DTYPES, ISOLATE_CHOICES, ONNX_FORMS, ONNX_SOURCES, UNET_BATCHES, ExportOptions
+from .options import DTYPE_FLAGS, ISOLATE_CHOICES, ONNX_FORMS, ONNX_SOURCES, UNET_BATCHES, ExportOptions
 
 log = logging.getLogger("export")
 
@@ -93,8 +93,8 @@ def parse_formats(text: str) -> Tuple[str, ...]:
 def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
     if options.unet_batch not in UNET_BATCHES:
         raise ExportError(f"--unet-batch must be one of {list(UNET_BATCHES)}, got {options.unet_batch!r}")
-    if options.dtype not in DTYPES:
-        raise ExportError(f"--dtype must be one of {list(DTYPES)}, got {options.dtype!r}")
+    if options.dtype not in DTYPE_FLAGS:
+        raise ExportError(f"--dtype must be one of {list(DTYPE_FLAGS)}, got {options.dtype!r}")
     for flag, value, high in (("--resolution", options.resolution, LIMITS.max_resolution),
                               ("--attention-chunk", options.attention_chunk, LIMITS.max_attention_chunk)):
         if value is not None and int(value) > high:
@@ -105,7 +105,7 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
         num_frames=t,
         unet_batch=2 * t if options.unet_batch == "2T" else t,
         decode_chunk=cfg.decode_chunk if options.decode_chunk is None else int(options.decode_chunk),
-        dtype=DTYPES[options.dtype],
+        dtype=DTYPE_FLAGS[options.dtype],
         attention_chunk=int(options.attention_chunk))
     shapes.validate(cfg.latent_factor, parity.unet_down(cfg))
     return shapes
@@ -209,26 +209,6 @@ def _tools() -> dict:
     return tools
 
 
-def check_graph(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path):
-    """Load `model` in its own engine and compare what it declares with the spec (plus ONNX's strict shape
-    inference); returns the engine. Raises ParityError naming every difference."""
-    from . import mindir, onnx_io
-
-    engines = {"mindir": mindir.Engine, "onnx": onnx_io.Engine}
-    try:
-        engine = engines[fmt](model)
-    except Exception as e:
-        raise ParityError(f"graph {name} ({fmt}, {model.name}) does not load in its engine: "
-                          f"{type(e).__name__}: {str(e).strip()[:800]}") from e
-    problems = engine.io_problems(spec)
-    if fmt == "onnx":
-        problems += onnx_io.shape_problems(model, spec, scratch)
-    if problems:
-        raise ParityError(f"graph {name} ({fmt}, {model.name}) does not match its spec:\n  " +
-                          "\n  ".join(problems))
-    return engine
-
-
 class Exporter:
     """One run: the plan, the staging folder, and the per-graph work (each weight-holding step through
     export/workers.py, in a worker process for large graphs)."""
@@ -254,7 +234,7 @@ class Exporter:
         `mindspore.load` peaks at about twice the weights) or from a fresh Cell (onnx_source "cell": about 1.3x
         the weights). "auto" takes the GraphCell for graphs exported in-process, the Cell for large graphs.
         """
-        from . import mindir
+        from .checks import mindir_input_names
 
         p, written = self.p, {}
         spec = graph_specs(p.cfg, shapes)[name]
@@ -270,7 +250,7 @@ class Exporter:
         if "onnx" in p.formats:
             t0 = time.perf_counter()
             if from_mindir:
-                got = [mindir.argument_name(n) for n, _, _ in mindir.declared_io(model)[0]]
+                got = mindir_input_names(model)
                 if got != list(spec.input_names):
                     raise ParityError(f"graph {name}: MindIR inputs {got} are not the spec's {list(spec.input_names)}")
             work = self.scratch / f"onnx_{name}"
@@ -319,7 +299,8 @@ class Exporter:
             raise ExportError(f"exporting graph {name} to {fmt} failed: {type(e).__name__}: {first}") from e
 
     def check_all(self, name: str, written, spec: GraphSpec, iso: bool, run: bool) -> Dict[str, dict]:
-        """Every written file loaded by its engine, declared I/O checked, and run on the example inputs if `run`."""
+        """Every written file loaded by the runtime's backend (export/checks.py), declared I/O checked, and run on
+        the example inputs if `run`."""
         return {fmt: workers.call(iso, workers.check, fmt, name, model, spec, self.scratch,
                                   self.p.seed if run else None)
                 for fmt, (model, _, _) in written.items()}
@@ -364,7 +345,7 @@ class Exporter:
                     report["formats"][fmt]["fusions"] = self.fusions[name]
             entries[fmt] = entry
             log.info(f"  {name} [{fmt}] written in {t_write:.1f} s: {len(files)} file(s), {size / 1e6:.1f} MB")
-        log.info(f"  {name}: every file loads in its engine with the spec's inputs/outputs "
+        log.info(f"  {name}: every file loads in the runtime's backend with the spec's inputs/outputs "
                  f"({time.perf_counter() - t0:.1f} s{', runs included' if gate == 'full' else ''})")
         t0 = time.perf_counter()
         if gate == "full":
@@ -388,7 +369,7 @@ class Exporter:
 
     def twin_gate(self, name: str, iso: bool = False, tshapes: Optional[ExportShapes] = None) -> dict:
         """Export the reduced-shape twin of graph `name` (or the graph at `tshapes`) to scratch, run it in its
-        engines, compare, delete it."""
+        runtime backends, compare, delete it."""
         p = self.p
         tshapes = tshapes or parity.twin_shapes(p.cfg, p.shapes)
         tspec = graph_specs(p.cfg, tshapes)[name]

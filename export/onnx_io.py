@@ -1,4 +1,6 @@
-"""ONNX: write a graph with `mindspore.onnx.export`, name its inputs/outputs after the spec, run it with ONNX Runtime.
+"""ONNX: write a graph with `mindspore.onnx.export`, name its inputs/outputs after the spec, check its shapes.
+
+It is run by the runtime's ONNX Runtime backend (export/checks.py).
 
 MindSpore 2.10 facts this module works around (MINDSPORE_NOTES.md):
 - exporting a Cell compiles it again (~20 s for the tiny UNet, the same as its MindIR export); exporting the
@@ -23,13 +25,12 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
+from runtime.specs import dtype_name
+
 EXT = ".onnx"
 DATA_SUFFIX = ".data"
 # protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself
 INLINE_LIMIT_BYTES = 1_800_000_000
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
-# onnx TensorProto elem_type codes
-ONNX_DTYPES = {1: "float32", 10: "float16"}
 
 
 def _initializer_bytes(model) -> int:
@@ -159,39 +160,7 @@ def shape_problems(path: Path, spec, scratch: Path) -> List[str]:
     for out, t in zip(model.graph.output, spec.outputs):
         tt = out.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
-        dt = ONNX_DTYPES.get(tt.elem_type, f"code {tt.elem_type}")
+        dt = dtype_name("onnx", tt.elem_type)
         if (dims, dt) != (tuple(t.shape), t.dtype):
             problems.append(f"output {out.name}: inferred {dims} {dt}, spec {tuple(t.shape)} {t.dtype}")
     return problems
-
-
-class Engine:
-    """An ONNX file in an ONNX Runtime CPU session, fed by name."""
-
-    format = "onnx"
-
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3          # errors only: constant-folding notes about fp16 kernels are noise
-        # basic optimisations only: this engine checks loading and numbers, not speed, and the full level's fp16
-        # cast insertion + constant folding makes fp32 copies of every weight (3.3x the fp16 weights at load for
-        # the full CLIP tower, against 1x here)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        self.inputs = [(i.name, tuple(i.shape), ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
-        self.outputs = [(o.name, tuple(o.shape), ORT_DTYPES.get(o.type, o.type))
-                        for o in self.session.get_outputs()]
-
-    def io_problems(self, spec) -> List[str]:
-        problems = []
-        for what, got, want in (("inputs", self.inputs, spec.inputs), ("outputs", self.outputs, spec.outputs)):
-            want = [(t.name, tuple(t.shape), t.dtype) for t in want]
-            if list(got) != want:
-                problems.append(f"{what} {list(got)} != spec {want}")
-        return problems
-
-    def run(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        return self.session.run([o[0] for o in self.outputs], {n: feeds[n] for n, _, _ in self.inputs})

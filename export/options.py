@@ -5,10 +5,11 @@ No `from __future__ import annotations` here: argparse_dataclass reads the field
 from dataclasses import dataclass, field
 from typing import Optional
 
+from runtime.specs import DTYPES
 from .parity import DEFAULT_MAX_GFLOP, GATES
 
 UNET_BATCHES = ("2T", "T")
-DTYPES = {"fp32": "float32", "fp16": "float16"}
+DTYPE_FLAGS = {d.cli: d.name for d in DTYPES.values()}   # --dtype fp32 -> the spec dtype "float32"
 DEFAULT_FORMATS = "mindir,onnx"
 ONNX_SOURCES = ("auto", "mindir", "cell")
 ISOLATE_CHOICES = ("auto", "on", "off")
@@ -31,7 +32,7 @@ class ExportOptions:
         choices=list(UNET_BATCHES), help="UNet batch: 2T = both CFG branches per call, T = one branch per call"))
     attention_chunk: int = field(default=0, metadata=dict(
         help="query-chunk size of memory-bounded attention; 0 = plain attention (the full score matrix)"))
-    dtype: str = field(default="fp32", metadata=dict(choices=list(DTYPES), help="weights and graph I/O dtype"))
+    dtype: str = field(default="fp32", metadata=dict(choices=list(DTYPE_FLAGS), help="weights and graph I/O dtype"))
     formats: str = field(default=DEFAULT_FORMATS, metadata=dict(help="comma-separated subset of mindir,onnx"))
     parity: str = field(default="auto", metadata=dict(
         choices=list(GATES), help="parity gate: full (real size), twin (reduced-shape twin), auto (full when "

@@ -1,4 +1,5 @@
-"""The parity gate: every exported graph, loaded by its own engine, against the eager MindSpore Cell.
+"""The parity gate: every exported graph, loaded and run by the runtime's backend for its format (export/checks.py),
+against the eager MindSpore Cell.
 
 Gates (--parity):
   full  the real-size graph on spec.example_inputs(), engine vs eager fp32 Cell;
@@ -9,14 +10,17 @@ Gates (--parity):
   auto  full where the counted FLOPs of one call are at most --parity-max-gflop; the VAE graphs are always gated at
         the export resolution -- the encoder in full (one image), the decoder on a one-frame twin of the same
         resolution ("frame") -- because GroupNorm's group size grows with the resolution and with it the
-        precision an engine's reductions lose (a 32 px twin cannot show it); the rest twin;
+        precision an engine's reductions lose (a 32 px twin cannot show it); the rest twin (per graph:
+        export/registry.py auto_over_budget);
   off   load and declared-I/O checks only.
 
 Memory (measured on the 24 GB CPU machine, full sv3d_u): every step stays under ~13 GB in fp32 (the UNet's MindIR
 load check), but MindSpore's CPU GraphCell running an fp16 graph needs far more than its weights (the fp16 CLIP
 twin at 64 px: >19 GB, OOM-killed), so an fp16 MindIR export of the full model cannot be gated numerically on
 such a machine: export it with --parity off (load and I/O checks still run) or gate it where MindSpore runs fp16
-natively.
+natively. The ONNX checks load at ONNX Runtime's optimisation level ALL, as the runtime does: for an fp16 graph its
+cast insertion and constant folding hold fp32 copies of the weights at load (measured before on the full CLIP tower:
+3.3x the fp16 weights, against 1x at level BASIC), so an fp16 check needs that much memory, as a user's run does.
 
 The twin takes the smallest valid shapes: resolution = latent_factor x UNet down-sampling (one latent pixel at
 the deepest UNet level), as many frames as the temporal kernel is long (every temporal tap meets a real
@@ -31,6 +35,7 @@ import numpy as np
 
 from models.flops import graph_flops as count_flops
 from runtime.specs import ExportShapes
+from .registry import GRAPHS
 
 GATES = ("auto", "full", "twin", "off")
 # shared/reference/oracle/README.md, "How close is close enough": fp32 below 1e-4 relative L2, fp16 below 1e-2
@@ -67,10 +72,11 @@ def choose_gate(requested: str, cfg, name: str, shapes: ExportShapes, max_gflop:
     gflop = graph_flops(cfg, name, shapes) / 1e9
     if gflop <= max_gflop:
         return "full", f"auto: {gflop:.3g} GFLOP per call <= {max_gflop:g}"
-    if name == "vae_encoder":
-        return "full", f"auto: the VAE encoder is gated at the export resolution ({gflop:.3g} GFLOP)"
-    if name == "vae_decoder":
-        return "frame", (f"auto: the VAE decoder is gated at the export resolution on one frame "
+    gate = GRAPHS[name].auto_over_budget                 # export/registry.py
+    if gate == "full":
+        return "full", f"auto: graph {name} is gated at the export resolution ({gflop:.3g} GFLOP)"
+    if gate == "frame":
+        return "frame", (f"auto: graph {name} is gated at the export resolution on one frame "
                          f"({graph_flops(cfg, name, frame_shapes(shapes)) / 1e9:.3g} GFLOP)")
     return "twin", f"auto: {gflop:.3g} GFLOP per call > {max_gflop:g}"
 

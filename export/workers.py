@@ -189,17 +189,23 @@ def pack_onnx(raw: Path, spec: GraphSpec, folder: Path, positional_inputs: bool)
 
 
 def check(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path, seed: Optional[int] = None) -> dict:
-    """Load `model` in its engine, compare its declared I/O with the spec (ParityError otherwise) and, when
-    `seed` is given, run it on spec.example_inputs(seed). Returns engine input/output names and the output."""
-    from .api import check_graph
+    """Load `model` with the runtime's backend for `fmt` and compare its declared I/O with the spec (ParityError
+    otherwise, export/checks.py); when `seed` is given, run it on spec.example_inputs(seed), inputs bound by name.
+    Returns the engine's input/output names and the output."""
+    from .checks import CHECK_BACKENDS, check_graph, engine_names
+    from .errors import ParityError
 
     if fmt == "mindir":
         _setup()
-    engine = check_graph(fmt, name, model, spec, scratch)
-    info = {"engine_inputs": [n for n, _, _ in engine.inputs], "engine_outputs": [n for n, _, _ in engine.outputs]}
+    runner = check_graph(fmt, name, model, spec, scratch)
+    info = engine_names(runner)
     if seed is not None:
-        info["output"] = engine.run(spec.example_inputs(seed))[0]
-    del engine
+        try:
+            info["output"] = runner.run(spec.example_inputs(seed))[spec.output_names[0]]
+        except Exception as e:
+            raise ParityError(f"graph {name} ({fmt}, {model.name}) does not run in its engine "
+                              f"({CHECK_BACKENDS[fmt]}): {type(e).__name__}: {str(e).strip()[:800]}") from e
+    del runner
     gc.collect()
     return info
 

@@ -5,6 +5,7 @@ Tracing concerns live here, not in models/:
   arguments, so each wrapper's `construct` spells the spec's input names (runtime/specs.py); `check_signature`
   refuses a wrapper that drifted from the spec;
 - outputs: one tensor per graph, cast to the spec's dtype;
+- which wrapper belongs to which graph, and which part of it runs in fp16: export/registry.py;
 - precision: fp16 graphs get fresh Cells whose parameters are cast with `Parameter.set_dtype` (`set_data(astype)`
   silently keeps fp32, MINDSPORE_NOTES.md) and that run under `Cell.to_float(float16)`.
 
@@ -25,9 +26,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from .components import GRAPH_COMPONENTS
+from runtime.specs import DTYPES
+from .registry import GRAPHS
 
-MS_DTYPES = {"float32": ms.float32, "float16": ms.float16}
+
+def ms_dtype(dtype: str):
+    """The mindspore dtype object of a spec dtype name (runtime/specs.py DTYPES)."""
+    return getattr(ms, DTYPES[dtype].mindspore)
 
 
 class ClipEncoderGraph(nn.Cell):
@@ -36,7 +41,7 @@ class ClipEncoderGraph(nn.Cell):
     def __init__(self, encoder, dtype: str):
         super().__init__()
         self.encoder = encoder
-        self.out_dtype = MS_DTYPES[dtype]
+        self.out_dtype = ms_dtype(dtype)
 
     def construct(self, image):
         x = self.encoder.preprocess(image.astype(ms.float32))         # (1, 3, image_size, image_size)
@@ -49,7 +54,7 @@ class VAEEncoderGraph(nn.Cell):
     def __init__(self, encoder, dtype: str):
         super().__init__()
         self.encoder = encoder
-        self.out_dtype = MS_DTYPES[dtype]
+        self.out_dtype = ms_dtype(dtype)
 
     def construct(self, image):
         return self.encoder(image).astype(self.out_dtype)
@@ -61,7 +66,7 @@ class UNetGraph(nn.Cell):
     def __init__(self, unet, dtype: str):
         super().__init__()
         self.unet = unet
-        self.out_dtype = MS_DTYPES[dtype]
+        self.out_dtype = ms_dtype(dtype)
 
     def construct(self, x, timesteps, context, y):
         return self.unet(x, timesteps, context, y).astype(self.out_dtype)
@@ -78,15 +83,20 @@ class VAEDecoderGraph(nn.Cell):
         super().__init__()
         self.decoder = vae_decoder.decoder
         self.inv_scale = Tensor(np.asarray(1.0 / vae_decoder.scale_factor, dtype=np.float32))
-        self.out_dtype = MS_DTYPES[dtype]
+        self.out_dtype = ms_dtype(dtype)
 
     def construct(self, latent):
         z = (latent.astype(ms.float32) * self.inv_scale).astype(self.out_dtype)
         return self.decoder(z).astype(self.out_dtype)
 
 
-WRAPPERS = {"clip_encoder": ClipEncoderGraph, "vae_encoder": VAEEncoderGraph, "unet": UNetGraph,
-            "vae_decoder": VAEDecoderGraph}
+def _check_registry() -> None:
+    missing = {g.name: g.wrapper for g in GRAPHS.values() if not isinstance(globals().get(g.wrapper), type)}
+    if missing:
+        raise RuntimeError(f"internal: export/registry.py names wrappers {missing} that export/wrappers.py lacks")
+
+
+_check_registry()
 
 
 def check_signature(wrapper: nn.Cell, spec) -> None:
@@ -108,15 +118,6 @@ def to_half(cell: nn.Cell) -> int:
     return n
 
 
-def _half_target(name: str, model: nn.Cell) -> nn.Cell:
-    """The sub-Cell that runs in fp16 (everything but CLIP's float32 preprocessing)."""
-    if name == "clip_encoder":
-        return model.visual
-    if name == "vae_decoder":
-        return model.decoder
-    return model
-
-
 def build_graph_cell(name: str, cfg, reader, *, resolution: int, num_frames: int, attention_chunk: int,
                      dtype: str, spec=None) -> nn.Cell:
     """A fresh wrapper Cell for graph `name`, its model loaded from `reader` (a models.checkpoint reader).
@@ -124,18 +125,19 @@ def build_graph_cell(name: str, cfg, reader, *, resolution: int, num_frames: int
     Fresh every time on purpose: a Cell compiled once keeps its first graph, and a second ONNX export of the
     same instance fails (MINDSPORE_NOTES.md).
     """
-    from models.checkpoint import build_component, load_component
+    from models.checkpoint import load_component
+    from models.components import build_component
 
-    component = GRAPH_COMPONENTS[name]
-    model = build_component(cfg, component, num_frames=num_frames, input_size=resolution,
+    graph = GRAPHS[name]
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    model = build_component(cfg, graph.component, num_frames=num_frames, input_size=resolution,
                             attention_chunk=attention_chunk)
-    load_component(model, component, reader)
+    load_component(model, graph.component, reader)
     model.set_train(False)
     if dtype == "float16":
-        to_half(_half_target(name, model))
-    elif dtype != "float32":
-        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
-    wrapper = WRAPPERS[name](model, dtype)
+        to_half(graph.half_target(model))
+    wrapper = globals()[graph.wrapper](model, dtype)
     wrapper.set_train(False)
     if spec is not None:
         check_signature(wrapper, spec)

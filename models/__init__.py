@@ -1,4 +1,5 @@
 """SV3D as MindSpore Cells (VideoUNet, VAE encoder/decoder, OpenCLIP image tower) and official-checkpoint loading.
 
-Submodules import MindSpore; `models.keys` and `models.random_checkpoint` do not.
+Submodules import MindSpore; `models.keys`, `models.components` (until a Cell is built) and
+`models.random_checkpoint` do not.
 """

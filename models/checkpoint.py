@@ -17,7 +17,6 @@ NaN/Inf as it is read, and the first bad one is named.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from configs import SV3DConfig
-from .keys import IGNORED_PREFIXES, USED_COMPONENTS, component_keys, official_keys, unused_keys
+from .components import COMPONENTS, build_component, component_keys, official_keys
+from .keys import IGNORED_PREFIXES, unused_keys
 
 SUPPORTED_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
 _MAX_HEADER = 100 * 1024 * 1024        # safetensors' own limit on the JSON header
@@ -205,7 +205,7 @@ class CheckpointReader:
     against 6.1 GiB for the 6 GB UNet) and took twice as long on this machine.
     """
 
-    def __init__(self, path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_COMPONENTS)):
+    def __init__(self, path, cfg: SV3DConfig, components: Iterable[str] = tuple(COMPONENTS)):
         self.header = read_header(path)
         self.cfg = cfg
         self.components = tuple(components)
@@ -266,9 +266,10 @@ def load_component(cell, component: str, reader: CheckpointReader) -> int:
     """Copy every official tensor of `component` into `cell`; returns the number of parameters loaded."""
     import mindspore as ms
 
-    prefix, _ = USED_COMPONENTS[component]
+    keys = component_keys(reader.cfg, component)            # KeyError naming the components if unknown
+    prefix = COMPONENTS[component].prefix
     params = {name: p for name, p in cell.parameters_and_names()}
-    expected = {k[len(prefix):]: k for k in component_keys(reader.cfg, component)}
+    expected = {k[len(prefix):]: k for k in keys}
     no_param = sorted(set(expected) - set(params))
     no_tensor = sorted(set(params) - set(expected))
     if no_param or no_tensor:
@@ -284,25 +285,7 @@ def load_component(cell, component: str, reader: CheckpointReader) -> int:
     return count
 
 
-def build_component(cfg: SV3DConfig, component: str, *, num_frames: Optional[int] = None,
-                    input_size: Optional[int] = None, attention_chunk: int = 0):
-    """Instantiate the Cell of one component (zero weights)."""
-    if component == "unet":
-        from .unet import VideoUNet
-        return VideoUNet(cfg.unet, num_frames or cfg.num_frames, attention_chunk=attention_chunk)
-    if component == "vae_encoder":
-        from .vae import VAEEncoder
-        return VAEEncoder(cfg.vae, attention_chunk=attention_chunk)
-    if component == "vae_decoder":
-        from .vae import VAEDecoder
-        return VAEDecoder(cfg.vae, cfg.scale_factor, attention_chunk=attention_chunk)
-    if component == "clip":
-        from .clip import CLIPImageEncoder
-        return CLIPImageEncoder(cfg.clip, input_size or cfg.resolution)
-    raise KeyError(f"unknown component {component!r}; expected one of {sorted(USED_COMPONENTS)}")
-
-
-def load_models(path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_COMPONENTS), *,
+def load_models(path, cfg: SV3DConfig, components: Iterable[str] = tuple(COMPONENTS), *,
                 num_frames: Optional[int] = None, input_size: Optional[int] = None,
                 attention_chunk: int = 0) -> Dict[str, object]:
     """Build and load the requested components from an official-layout checkpoint: {component: Cell}."""
@@ -316,10 +299,3 @@ def load_models(path, cfg: SV3DConfig, components: Iterable[str] = tuple(USED_CO
         cell.set_train(False)
         cells[comp] = cell
     return cells
-
-
-def checkpoint_summary(path, cfg: SV3DConfig) -> dict:
-    """Counts and dtypes of a checkpoint, for logs and manifests."""
-    header = read_header(path)
-    return {"path": os.fspath(path), "tensors": len(header.tensors), "dtypes": header.dtypes(),
-            "skipped": len(skipped_tensors(header, cfg)), "bytes": header.path.stat().st_size}

@@ -2,7 +2,8 @@
 
 Pure Python: no MindSpore, no tensors. The checkpoint loader uses it to validate a file before loading anything,
 the random checkpoint writer uses it to produce a file in the official layout, and tests check it against
-shared/reference/sv3d_{u,p}.keys.tsv (full size) and oracle/*/keys.json (tiny).
+shared/reference/sv3d_{u,p}.keys.tsv (full size) and oracle/*/keys.json (tiny). Which prefix and layout belong
+to which component is stated once, in models/components.py.
 
 Component prefixes (SV3D_REFERENCE.md §10):
   model.diffusion_model.                      VideoUNet
@@ -227,15 +228,6 @@ def clip_text_leftover_keys(c: CLIPConfig) -> Keys:
 
 # ------------------------------------------------------------------------------------------------------ all keys
 
-# component name -> (prefix, key function); the four graphs the pipeline runs
-USED_COMPONENTS = {
-    "unet": (UNET_PREFIX, lambda cfg: unet_keys(cfg.unet)),
-    "clip": (CLIP_PREFIX, lambda cfg: clip_visual_keys(cfg.clip)),
-    "vae_encoder": (VAE_ENCODER_PREFIX, lambda cfg: vae_encoder_keys(cfg.vae)),
-    "vae_decoder": (VAE_DECODER_PREFIX, lambda cfg: vae_decoder_keys(cfg.vae)),
-}
-
-
 def unused_keys(cfg: SV3DConfig) -> Keys:
     """Tensors an official checkpoint holds that inference never reads (skipped by name, on purpose)."""
     keys: Keys = {}
@@ -251,20 +243,3 @@ def unused_keys(cfg: SV3DConfig) -> Keys:
 # Name patterns a released file may hold beyond the model's state dict (SV3D_REFERENCE.md §10): ignored too.
 IGNORED_PREFIXES = ("model_ema.", "denoiser.", "first_stage_model.encoder.", "first_stage_model.quant_conv.",
                     "first_stage_model.post_quant_conv.", CLIP_PREFIX + "attn_mask", CLIP_PREFIX + "transformer.")
-
-
-def component_keys(cfg: SV3DConfig, component: str) -> Keys:
-    """Official names (with prefix) -> shape for one used component."""
-    if component not in USED_COMPONENTS:
-        raise KeyError(f"unknown component {component!r}; expected one of {sorted(USED_COMPONENTS)}")
-    prefix, fn = USED_COMPONENTS[component]
-    return {prefix + k: s for k, s in fn(cfg).items()}
-
-
-def official_keys(cfg: SV3DConfig) -> Keys:
-    """The full official state dict for this config: every used component plus the unused leftovers."""
-    keys: Keys = {}
-    for comp in USED_COMPONENTS:
-        keys.update(component_keys(cfg, comp))
-    keys.update(unused_keys(cfg))
-    return keys

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from configs import ConfigError, load_config
-from .checkpoint import CheckpointError, CheckpointReader, build_component, load_component, skipped_tensors
-from .keys import USED_COMPONENTS
+from .checkpoint import CheckpointError, CheckpointReader, load_component, skipped_tensors
+from .components import COMPONENTS, build_component
 
 
 def peak_rss_gib() -> float:
@@ -18,7 +18,7 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def load_check(config: str, checkpoint: str, components=tuple(USED_COMPONENTS)) -> dict:
+def load_check(config: str, checkpoint: str, components=tuple(COMPONENTS)) -> dict:
     cfg = load_config(config)
     t0 = time.perf_counter()
     reader = CheckpointReader(checkpoint, cfg, components)
@@ -43,8 +43,8 @@ def load_check(config: str, checkpoint: str, components=tuple(USED_COMPONENTS)) 
 class Options:
     config: str = field(metadata=dict(args=["-c", "--config"], help="bundled config name or YAML path"))
     checkpoint: str = field(metadata=dict(args=["-k", "--checkpoint"], help="official-layout .safetensors"))
-    components: str = field(default=",".join(USED_COMPONENTS),
-                            metadata=dict(help=f"comma-separated subset of {','.join(USED_COMPONENTS)}"))
+    components: str = field(default=",".join(COMPONENTS),
+                            metadata=dict(help=f"comma-separated subset of {','.join(COMPONENTS)}"))
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -52,9 +52,9 @@ def main(argv: Optional[list] = None) -> int:
 
     opts = ArgumentParser(Options, description=__doc__.split("\n")[0]).parse_args(argv)
     comps = tuple(c for c in opts.components.split(",") if c)
-    bad = [c for c in comps if c not in USED_COMPONENTS]
+    bad = [c for c in comps if c not in COMPONENTS]
     if bad:
-        print(f"error: unknown component(s) {bad}; expected some of {list(USED_COMPONENTS)}", file=sys.stderr)
+        print(f"error: unknown component(s) {bad}; expected some of {list(COMPONENTS)}", file=sys.stderr)
         return 2
     try:
         report = load_check(opts.config, opts.checkpoint, comps)

@@ -21,9 +21,10 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from configs import ConfigError, load_config
-from .keys import official_keys
+from runtime.specs import DTYPES
+from .components import official_keys
 
-_DTYPES = {"fp32": (np.float32, "F32"), "fp16": (np.float16, "F16")}
+_DTYPES = {d.cli: d for d in DTYPES.values()}      # --dtype fp32 | fp16
 _ALIGN = 8
 
 
@@ -52,8 +53,8 @@ def write_random_checkpoint(cfg, out_path, *, dtype: str = "fp32", seed: int = 0
     """Stream a random checkpoint for `cfg` to `out_path` (written to a temp name, renamed when complete)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    np_dtype, st_dtype = _DTYPES[dtype]
-    item = np.dtype(np_dtype).itemsize
+    np_dtype, st_dtype = np.dtype(_DTYPES[dtype].name), _DTYPES[dtype].safetensors
+    item = np_dtype.itemsize
     keys = dict(sorted(official_keys(cfg).items()))
     header, offset = {}, 0
     for name, shape in keys.items():

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -186,8 +186,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def written_files(folder) -> Sequence[Path]:
-    """Every file under a result folder, sorted (for listings and tests)."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file())

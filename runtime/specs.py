@@ -15,14 +15,54 @@ Graphs (S = resolution, h = w = S / latent_factor, T = num_frames):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .errors import GraphError
 
 GRAPH_NAMES = ("clip_encoder", "vae_encoder", "unet", "vae_decoder")
-DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class DType:
+    """One dtype a graph may declare, as each tool spells it. `name` (the numpy name) is the spelling in specs,
+    manifests and ExportShapes; engine objects (``mindspore.float16``) are looked up from it where the engine is
+    already imported (getattr(mindspore, d.mindspore))."""
+    name: str          # numpy: np.dtype(name)
+    cli: str           # python -m export --dtype
+    onnx: int          # onnx TensorProto.DataType (elem_type)
+    ort: str           # onnxruntime NodeArg.type
+    mindir: int        # mind_ir.proto TensorProto.DataType
+    openvino: str      # openvino Type.get_type_name()
+    mindspore: str     # attribute of the mindspore module
+    safetensors: str   # safetensors header dtype
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.name).itemsize
+
+
+DTYPES: Dict[str, DType] = {d.name: d for d in (
+    DType("float32", cli="fp32", onnx=1, ort="tensor(float)", mindir=1, openvino="f32", mindspore="float32",
+          safetensors="F32"),
+    DType("float16", cli="fp16", onnx=10, ort="tensor(float16)", mindir=10, openvino="f16", mindspore="float16",
+          safetensors="F16"),
+)}
+
+
+def dtype_where(field: str, value) -> Optional[DType]:
+    """The dtype whose `field` (a DType field: cli, onnx, ort, mindir, openvino, ...) is `value`; None if none is.
+
+        dtype_where("ort", "tensor(float16)").name == "float16"
+    """
+    return next((d for d in DTYPES.values() if getattr(d, field) == value), None)
+
+
+def dtype_name(field: str, value) -> str:
+    """dtype_where(...).name, or a readable stand-in (``onnx 7``) for a dtype no spec declares."""
+    d = dtype_where(field, value)
+    return d.name if d is not None else f"{field} {value}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +155,7 @@ class ExportShapes:
         if not 1 <= self.decode_chunk <= self.num_frames:
             raise ConfigError(f"decode_chunk must be in [1, {self.num_frames}], got {self.decode_chunk}")
         if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.attention_chunk < 0:
             raise ConfigError(f"attention_chunk must be >= 0, got {self.attention_chunk}")
 

@@ -409,6 +409,65 @@ def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy):
     assert runner.run(runner.spec.example_inputs())["embedding"].shape == (1, 32)
 
 
+@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
+def test_load_file_is_load_graph_without_a_manifest(toy, backend):
+    """export/checks.py loads files before any manifest lists them: same loader, same numbers, and the file's
+    declared inputs/outputs recorded for its field-by-field check."""
+    from runtime.backends import backend_format, load_file
+
+    m = Manifest.load(toy[0])
+    entry = m.entry(backend_format(backend), "unet")
+    runner = load_file(m.root / entry.model_file, entry.spec, backend=backend)
+    feeds = entry.spec.example_inputs(seed=3)
+    np.testing.assert_array_equal(runner.run(feeds)["out"], load_graph(m, "unet", backend=backend).run(feeds)["out"])
+    ins, outs = runner.declared
+    assert [(graph_input_name(n), tuple(d), t) for n, d, t in ins] == [(t.name, t.shape, t.dtype)
+                                                                      for t in entry.spec.inputs]
+    assert len(outs) == len(entry.spec.outputs)
+    with pytest.raises(GraphError, match="cannot load"):
+        load_file(m.root / "missing.file", entry.spec, backend=backend)
+
+
+def test_dtype_table_matches_the_engines():
+    """runtime/specs.py DTYPES, each spelling against the tool's own enum (a wrong code refuses every graph)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from safetensors.numpy import save
+
+    from runtime.specs import DTYPES, dtype_name, dtype_where
+
+    for d in DTYPES.values():
+        assert helper.tensor_dtype_to_np_dtype(d.onnx) == np.dtype(d.name)
+        x = helper.make_tensor_value_info("x", d.onnx, [1])
+        y = helper.make_tensor_value_info("y", d.onnx, [1])
+        model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
+                                  opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].type == d.ort
+        raw = save({"a": np.zeros(1, d.name)})
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        assert header["a"]["dtype"] == d.safetensors
+        assert dtype_where("cli", d.cli) is d and dtype_name("ort", d.ort) == d.name
+    assert dtype_where("onnx", TensorProto.INT64) is None and dtype_name("onnx", TensorProto.INT64) == "onnx 7"
+    try:
+        import mindspore as ms
+        from mindspore.train.mind_ir_pb2 import TensorProto as MindIRTensor
+    except ImportError:
+        pass
+    else:
+        for d in DTYPES.values():
+            assert ms.dtype_to_nptype(getattr(ms, d.mindspore)) == np.dtype(d.name)
+            assert MindIRTensor.DataType.Name(d.mindir) == {"float32": "FLOAT", "float16": "FLOAT16"}[d.name]
+    try:
+        import openvino as ov
+    except ImportError:
+        pass
+    else:
+        for d in DTYPES.values():
+            assert ov.Type(np.dtype(d.name)).get_type_name() == d.openvino
+
+
 def test_threads_option_reaches_onnxruntime(toy):
     runner = load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime",
                         options=RunOptions(intra_op_threads=1))

@@ -7,7 +7,7 @@ import pytest
 
 from configs import load_config
 from models.checkpoint import CheckpointError, bf16_to_float32, CheckpointReader, read_header, skipped_tensors
-from models.keys import USED_COMPONENTS, component_keys, official_keys
+from models.components import COMPONENTS, component_keys, official_keys
 from models.random_checkpoint import main as random_main, write_random_checkpoint
 from tests.conftest import REPO
 
@@ -41,7 +41,7 @@ def test_oracle_checkpoint_validates_and_skips_unused_by_name(oracle):
     assert "conditioner.embedders.0.open_clip.model.token_embedding.weight" in skipped
     assert "conditioner.embedders.1.encoder.post_quant_conv.weight" in skipped
     assert any(k.startswith("conditioner.embedders.1.encoder.decoder.") for k in skipped)
-    used = sum(len(component_keys(cfg, c)) for c in USED_COMPONENTS)
+    used = sum(len(component_keys(cfg, c)) for c in COMPONENTS)
     assert used + len(skipped) == len(reader.header.tensors)
 
 

@@ -3,7 +3,7 @@
 Two exports run once per module (64 px, decode chunk 2): sv3d_u_tiny in fp32 through the API with the default
 gate (auto -> full at this size), and sv3d_p_tiny in fp16 through the CLI's main() with the gate off. Their
 graphs are then fed the oracle's inputs with ONNX Runtime and MindSpore's GraphCell directly (not through
-export/'s own engine classes) and compared with the official implementation's outputs: 1e-4 relative L2 in
+runtime.backends, which the export's own checks use) and compared with the official implementation's outputs: 1e-4 relative L2 in
 fp32, 1e-2 in fp16 (oracle/README.md). Error paths run the CLI in a subprocess: exit status 2, one `error:`
 line, no traceback.
 """
@@ -184,7 +184,7 @@ def test_gate_catches_the_padding_trap(tmp_path):
     from mindspore import nn
 
     from export import ParityError, mindir, onnx_io
-    from export.api import check_graph
+    from export.checks import check_graph
     from runtime.specs import GraphSpec, TensorSpec
 
     class TallConv(nn.Cell):                      # kernel (3, 1), padding (top, bottom, left, right) = (1, 1, 0, 0)
@@ -215,7 +215,7 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch,
     import mindspore.onnx.onnx_export as ms_onnx_export
 
     from export import mindir, onnx_io
-    from export.api import check_graph
+    from export.checks import check_graph
     from export.wrappers import build_graph_cell
     from models.checkpoint import CheckpointReader
 
@@ -237,9 +237,31 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch,
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["clip_encoder.onnx", "clip_encoder.onnx.data"]
     assert not (tmp_path / "scratch" / "onnx_clip_encoder").exists()
     assert files[1].stat().st_size > files[0].stat().st_size
-    got = check_graph("onnx", "clip_encoder", path, spec, tmp_path / "scratch").run(feeds)[0]
-    want = mindir.Engine(model).run(feeds)[0]
+    got = check_graph("onnx", "clip_encoder", path, spec, tmp_path / "scratch").run(feeds)["embedding"]
+    want = check_graph("mindir", "clip_encoder", model, spec, tmp_path / "scratch").run(feeds)["embedding"]
     assert rel_l2(got, want) < 1e-5
+
+
+def test_graph_registry_is_checked_against_the_specs(monkeypatch):
+    """export/registry.py: one entry per GRAPH_NAMES graph, each naming a models/ component and an
+    export/wrappers.py class; a missing or extra graph, or an unknown component, fails at import."""
+    from export import registry, wrappers
+    from models.components import COMPONENTS
+
+    assert tuple(registry.GRAPHS) == GRAPH_NAMES
+    assert {g.component for g in registry.GRAPHS.values()} == set(COMPONENTS)
+    assert all(isinstance(getattr(wrappers, g.wrapper), type) for g in registry.GRAPHS.values())
+    full = dict(registry.GRAPHS)
+    for broken, needle in (({k: v for k, v in full.items() if k != "unet"}, r"missing \['unet'\]"),
+                           ({**full, "extra": full["unet"]}, r"unexpected \['extra'\]"),
+                           ({**full, "unet": registry.GraphExport("unet", "vae", "UNetGraph")}, "components")):
+        monkeypatch.setattr(registry, "GRAPHS", broken)
+        with pytest.raises(RuntimeError, match=needle):
+            registry._check()
+    monkeypatch.setattr(registry, "GRAPHS", {**full, "unet": registry.GraphExport("unet", "unet", "NoSuchCell")})
+    monkeypatch.setattr(wrappers, "GRAPHS", registry.GRAPHS)
+    with pytest.raises(RuntimeError, match="NoSuchCell"):
+        wrappers._check_registry()
 
 
 def test_twin_shapes_and_auto_gate():

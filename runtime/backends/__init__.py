@@ -5,6 +5,8 @@
     runner.input_specs     # its inputs (names, shapes, dtypes)
     outputs = runner.run({"x": ..., "timesteps": ..., "context": ..., "y": ...})   # {name: float32 array}
 
+    runner = load_file("staging/onnx/unet.onnx", spec, backend="onnxruntime")     # one file, no manifest yet
+
 Every backend binds inputs **by name**: feeds are checked against the spec (names and shapes), cast to the spec's
 dtype, and outputs come back as float32 numpy arrays keyed by the spec's output names. Each backend module imports
 its engine inside ``load``, so importing this package needs numpy only.
@@ -24,18 +26,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
-from typing import Dict, Iterable, Mapping, Optional, Protocol, Tuple
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..errors import GraphError, SV3DError
-from ..manifest import Manifest
+from ..manifest import GraphEntry, Manifest
 from ..specs import GRAPH_NAMES, GraphSpec, TensorSpec
+from .base import (DEVICES, PRECISIONS, BackendError, BaseRunner, DeviceSpec, EngineTensor, RunOptions,
+                   check_engine_inputs, graph_input_name)
 
 BACKENDS = ("mslite", "mindspore", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto",) + BACKENDS
-DEVICES = ("cpu", "cuda", "ascend")
 
 # backend -> (graph format it reads, module implementing it, python package of the engine)
 _REGISTRY: Dict[str, Tuple[str, str, str]] = {
@@ -47,138 +49,6 @@ _REGISTRY: Dict[str, Tuple[str, str, str]] = {
 AUTO_ORDER = ("mslite", "openvino", "onnxruntime", "mindspore")
 # backends that run on the CPU only (auto skips them for other devices)
 CPU_ONLY = ("openvino",)
-PRECISIONS = ("auto", "f32", "bf16")
-
-
-class BackendError(SV3DError):
-    """A backend is unknown, not installed, or cannot use the requested device."""
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """Where a graph runs: kind in DEVICES and the device index (ignored on cpu)."""
-    kind: str = "cpu"
-    index: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in DEVICES:
-            raise BackendError("unknown device", expected=f"one of {list(DEVICES)}", got=repr(self.kind))
-        if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)) or self.index < 0:
-            raise BackendError("invalid device id", expected="an integer >= 0", got=repr(self.index))
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Engine knobs shared by the backends (each uses what it supports)."""
-    intra_op_threads: int = 0    # 0 = the engine's default
-    # ONNX Runtime's CPU memory arena keeps every freed block: on the full-size UNet it grew past 24 GB, while
-    # without it the call peaked at 15 GB at the same speed (benchmarks/README.md 5.2). Off unless asked for.
-    cpu_mem_arena: bool = False
-    # openvino: f32 | bf16 | auto (bf16 where the CPU has it natively); see openvino_backend.py
-    precision: str = "auto"
-    # openvino: compiled-model cache folder; None = the default ($SV3D_CACHE_DIR/openvino or
-    # ~/.cache/sv3d-runtime/openvino), "" = no cache
-    cache_dir: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(self.precision))
-
-
-class GraphRunner(Protocol):
-    spec: GraphSpec
-
-    @property
-    def input_specs(self) -> Tuple[TensorSpec, ...]: ...
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
-
-
-class BaseRunner:
-    """The checks every backend shares: feeds against the spec, outputs back to float32 by name.
-
-    Subclasses implement ``_run(arrays) -> list of outputs`` with ``arrays`` in the spec's input order (already
-    of the spec's dtype, C-contiguous) and outputs in the spec's output order.
-    """
-
-    backend = "base"
-
-    def __init__(self, spec: GraphSpec, path: str) -> None:
-        self.spec = spec
-        self.path = path
-
-    @property
-    def input_specs(self) -> Tuple[TensorSpec, ...]:
-        return self.spec.inputs
-
-    @property
-    def output_specs(self) -> Tuple[TensorSpec, ...]:
-        return self.spec.outputs
-
-    def prepare(self, feeds: Mapping[str, np.ndarray]) -> list:
-        self.spec.check_feeds(feeds)
-        return [np.ascontiguousarray(feeds[t.name], dtype=t.dtype) for t in self.spec.inputs]
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        arrays = self.prepare(feeds)
-        try:
-            outs = self._run(arrays)
-        except SV3DError:
-            raise
-        except Exception as e:                  # engine failures (out of memory, device errors) as a typed error
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise GraphError(f"graph {self.spec.name} failed on {self.backend}: {type(e).__name__}: {first}",
-                             path=self.path) from e
-        if len(outs) != len(self.spec.outputs):
-            raise GraphError(f"graph {self.spec.name} ({self.backend}, {self.path}) returned {len(outs)} outputs, "
-                             f"the manifest declares {len(self.spec.outputs)} {list(self.spec.output_names)}")
-        result = {}
-        for t, arr in zip(self.spec.outputs, outs):
-            arr = np.asarray(arr)
-            if tuple(arr.shape) != t.shape:
-                raise GraphError(f"graph {self.spec.name} ({self.backend}): output {t.name!r} has shape "
-                                 f"{tuple(arr.shape)}, the manifest declares {t.shape}", path=self.path)
-            result[t.name] = arr.astype(np.float32, copy=False)
-        return result
-
-    def _run(self, arrays: list) -> list:       # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec.name} [{self.path}]>"
-
-
-def graph_input_name(name: str) -> str:
-    """A graph input's argument name without an engine prefix (MindIR writes ``<graph>:<argument>``)."""
-    return name.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
-
-
-def check_engine_inputs(spec: GraphSpec, engine: Iterable[Tuple[str, Tuple]], *, backend: str,
-                        path: str, ordered: bool) -> None:
-    """Compare the inputs a loaded graph reports with the spec; GraphError naming both sides on a mismatch.
-
-    engine: (name, shape) per input as the engine reports it (names may carry a prefix; dims that are not ints
-    -- dynamic axes -- match anything). ordered: the order matters too (positional binding).
-    """
-    got = [(graph_input_name(n), tuple(s) if s is not None else None) for n, s in engine]
-    want = [(t.name, t.shape) for t in spec.inputs]
-    got_names = [n for n, _ in got]
-    want_names = [n for n, _ in want]
-    same_names = got_names == want_names if ordered else sorted(got_names) == sorted(want_names)
-    if not same_names:
-        raise GraphError(f"graph {spec.name} ({backend}): the loaded graph's inputs {got_names} do not match the "
-                         f"manifest's {want_names}" + (" (order matters: inputs bind by position)" if ordered else ""),
-                         path=path)
-    shapes = dict(got)
-    for name, shape in want:
-        g = shapes[name]
-        if g is None:
-            continue
-        ok = len(g) == len(shape) and all(not isinstance(d, (int, np.integer)) or d in (-1, s)
-                                          for d, s in zip(g, shape))
-        if not ok:
-            raise GraphError(f"graph {spec.name} ({backend}): input {name!r} has shape {tuple(g)} in the graph "
-                             f"file but {shape} in the manifest", path=path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,7 +134,17 @@ def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", de
     if verify:
         manifest.verify_files(entry.format, names=(graph_name,), checksums=checksums)
     module = _backend_module(name)
-    return module.load(manifest, entry, dev, options or RunOptions())
+    return module.load(str(manifest.root / entry.model_file), entry, dev, options or RunOptions())
+
+
+def load_file(path, spec: GraphSpec, *, backend: str, device: str = "cpu", device_id: int = 0,
+              options: Optional[RunOptions] = None, form: str = "plain") -> BaseRunner:
+    """Load one graph file that no manifest lists yet (the exporter's checks of the files it just wrote), with
+    the same loader, session settings and checks as ``load_graph``. ``backend`` is a concrete backend; ``form``
+    the ONNX form (manifest.GraphEntry.form)."""
+    dev = DeviceSpec(device, device_id)
+    entry = GraphEntry(spec, backend_format(backend), Path(path).name, (), form)
+    return _backend_module(backend).load(str(path), entry, dev, options or RunOptions())
 
 
 class OnDemandRunner:
@@ -339,5 +219,6 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
-           "GraphRunner", "BaseRunner", "OnDemandRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name", "check_engine_inputs", "backend_format",
-           "backend_available", "resolve_backend", "load_graph", "load_graphs", "is_importable"]
+           "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name",
+           "check_engine_inputs", "backend_format", "backend_available", "resolve_backend", "load_graph",
+           "load_graphs", "load_file", "is_importable"]

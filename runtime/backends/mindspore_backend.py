@@ -13,13 +13,12 @@ from typing import List
 
 import numpy as np
 
-from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
 from .onednn import cap_onednn_isa
 from ..errors import GraphError
+from ..specs import DTYPES, dtype_where
 
 _TARGETS = {"cpu": "CPU", "cuda": "GPU", "ascend": "Ascend"}
-# MindIR TensorProto data types (mind_ir.proto) for the dtypes a spec may declare
-_MINDIR_DTYPES = {1: "float32", 10: "float16"}
 
 
 def _import_mindspore():
@@ -66,34 +65,40 @@ def _read_mindir_proto(ms, path: str):
     return proto
 
 
-def mindir_inputs(ms, path: str):
-    """[(name, dims, dtype or None)] of a MindIR file's inputs, read from its protobuf; None if unreadable."""
+def _tensors(values) -> list:
+    """EngineTensors of MindIR graph inputs or outputs (an output may carry no tensor info: None, None)."""
+    out = []
+    for v in values:
+        if v.tensor:
+            t = v.tensor[0]
+            dt = dtype_where("mindir", int(t.data_type))          # None: a dtype no spec declares
+            out.append((v.name, tuple(int(d) for d in t.dims), dt.name if dt is not None else None))
+        else:
+            out.append((v.name, None, None))
+    return out
+
+
+def mindir_io(ms, path: str):
+    """(inputs, outputs) of a MindIR file as EngineTensor lists, read from its protobuf; None if unreadable."""
     try:
         proto = _read_mindir_proto(ms, path)
     except Exception:
         return None
-    out = []
-    for inp in proto.graph.input:
-        if inp.tensor:
-            t = inp.tensor[0]
-            out.append((inp.name, tuple(int(d) for d in t.dims), _MINDIR_DTYPES.get(int(t.data_type))))
-        else:
-            out.append((inp.name, None, None))
-    return out
+    return _tensors(proto.graph.input), _tensors(proto.graph.output)
 
 
 class MindSporeRunner(BaseRunner):
     backend = "mindspore"
 
-    def __init__(self, spec, path: str, cell, ms) -> None:
-        super().__init__(spec, path)
+    def __init__(self, spec, path: str, cell, ms, declared) -> None:
+        super().__init__(spec, path, declared)
         self.cell = cell
         self._ms = ms
-        self._dtypes = {"float32": ms.float32, "float16": ms.float16}
+        self._dtypes = {t.name: getattr(ms, DTYPES[t.dtype].mindspore) for t in spec.inputs}
 
     def _run(self, arrays: list) -> List[np.ndarray]:
         ms = self._ms
-        tensors = [ms.Tensor(a, dtype=self._dtypes[t.dtype]) for t, a in zip(self.spec.inputs, arrays)]
+        tensors = [ms.Tensor(a, dtype=self._dtypes[t.name]) for t, a in zip(self.spec.inputs, arrays)]
         try:
             out = self.cell(*tensors)
         except SystemError:
@@ -103,15 +108,14 @@ class MindSporeRunner(BaseRunner):
         return [o.asnumpy() for o in outs]
 
 
-def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> MindSporeRunner:
+def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MindSporeRunner:
     ms, nn = _import_mindspore()
-    path = str(manifest.root / entry.model_file)
     _set_device(ms, device)
-    declared = mindir_inputs(ms, path)
+    declared = mindir_io(ms, path)
     if declared is not None:
-        check_engine_inputs(entry.spec, [(n, d) for n, d, _ in declared], backend="mindspore", path=path,
+        check_engine_inputs(entry.spec, [(n, d) for n, d, _ in declared[0]], backend="mindspore", path=path,
                             ordered=True)
-        for (n, _, dt), t in zip(declared, entry.spec.inputs):
+        for (n, _, dt), t in zip(declared[0], entry.spec.inputs):
             if dt is not None and dt != t.dtype:
                 raise GraphError(f"graph {entry.spec.name} (mindspore): input {t.name!r} is {dt} in the MindIR "
                                  f"file but {t.dtype} in the manifest", path=path)
@@ -121,4 +125,4 @@ def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> MindSporeR
     except Exception as e:                          # mindspore raises RuntimeError/ValueError with long C++ traces
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GraphError(f"mindspore cannot load graph {entry.spec.name}: {first}", path=path) from None
-    return MindSporeRunner(entry.spec, path, cell, ms)
+    return MindSporeRunner(entry.spec, path, cell, ms, declared)

@@ -20,7 +20,7 @@ from typing import List
 
 import numpy as np
 
-from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs, graph_input_name
+from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs, graph_input_name
 from ..errors import GraphError
 
 _TARGETS = {"cpu": "cpu", "cuda": "gpu", "ascend": "ascend"}
@@ -76,9 +76,8 @@ class MSLiteRunner(BaseRunner):
         return [o.get_data_to_numpy() for o in outputs]
 
 
-def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> MSLiteRunner:
+def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MSLiteRunner:
     mslite = _import_mslite()
-    path = str(manifest.root / entry.model_file)
     try:
         context = make_context(mslite, device, options)
         model = mslite.Model()

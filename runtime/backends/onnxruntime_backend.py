@@ -11,13 +11,13 @@ from typing import List
 
 import numpy as np
 
-from . import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
 from ..errors import GraphError
+from ..specs import dtype_name
 
 # our device kind -> (execution provider, the onnxruntime package that ships it)
 _PROVIDERS = {"cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
               "ascend": ("CANNExecutionProvider", "onnxruntime-cann")}
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
 def _import_ort():
@@ -46,8 +46,8 @@ def providers_for(device: DeviceSpec) -> list:
 class OnnxRuntimeRunner(BaseRunner):
     backend = "onnxruntime"
 
-    def __init__(self, spec, path: str, session) -> None:
-        super().__init__(spec, path)
+    def __init__(self, spec, path: str, session, declared) -> None:
+        super().__init__(spec, path, declared)
         self.session = session
         self._output_names = list(spec.output_names)
 
@@ -56,9 +56,13 @@ class OnnxRuntimeRunner(BaseRunner):
         return self.session.run(self._output_names, feeds)
 
 
-def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntimeRunner:
+def _declared(args) -> list:
+    """EngineTensors of session inputs or outputs (symbolic dims stay strings)."""
+    return [(a.name, tuple(a.shape) if a.shape is not None else None, dtype_name("ort", a.type)) for a in args]
+
+
+def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntimeRunner:
     ort = _import_ort()
-    path = str(manifest.root / entry.model_file)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
@@ -80,7 +84,7 @@ def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntim
                         ordered=False)
     for i in inputs:
         want = next(t.dtype for t in entry.spec.inputs if t.name == i.name)
-        if _ORT_DTYPES.get(i.type) != want:
+        if dtype_name("ort", i.type) != want:
             raise GraphError(f"graph {entry.spec.name} (onnxruntime): input {i.name!r} is {i.type} in the graph "
                              f"file but {want} in the manifest", path=path)
     out_names = [o.name for o in session.get_outputs()]
@@ -88,4 +92,4 @@ def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntim
     if missing:
         raise GraphError(f"graph {entry.spec.name} (onnxruntime): outputs {out_names} in the graph file, the "
                          f"manifest expects {list(entry.spec.output_names)}", path=path)
-    return OnnxRuntimeRunner(entry.spec, path, session)
+    return OnnxRuntimeRunner(entry.spec, path, session, (_declared(inputs), _declared(session.get_outputs())))

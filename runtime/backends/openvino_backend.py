@@ -22,13 +22,13 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
 from .onednn import without_our_cap
 from ..errors import GraphError
+from ..specs import dtype_where
 
 REDUCED_PRECISION_GRAPHS = ("unet", "vae_decoder")
 CACHE_ENV = "SV3D_CACHE_DIR"
-_OV_DTYPES = {"f32": "float32", "f16": "float16"}
 
 
 def _import_openvino():
@@ -130,11 +130,10 @@ def _blobs(folder: Optional[Path]) -> set:
     return set(folder.glob("*.blob")) if folder is not None and folder.is_dir() else set()
 
 
-def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OpenVINORunner:
+def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINORunner:
     if device.kind != "cpu":
         raise BackendError(f"the openvino backend runs on the CPU only, not {device.kind}",
                            hint="use --device cpu, or --backend onnxruntime for cuda / ascend")
-    path = str(manifest.root / entry.model_file)
     if entry.form == "plain" and entry.spec.name != "clip_encoder":
         warnings.warn(f"graph {entry.spec.name} is in the plain ONNX form: OpenVINO merges its spelled-out GroupNorm "
                       f"means into one naive reduction, which loses ~5e-4 relative precision at 576 px; export "
@@ -166,7 +165,8 @@ def load(manifest, entry, device: DeviceSpec, options: RunOptions) -> OpenVINORu
         dims = tuple(d.get_length() if d.is_static else -1 for d in shape) if shape.rank.is_static else None
         names.append((name, dims))
         want = next((t.dtype for t in entry.spec.inputs if t.name == name), None)
-        got = _OV_DTYPES.get(port.get_element_type().get_type_name())
+        dt = dtype_where("openvino", port.get_element_type().get_type_name())
+        got = dt.name if dt is not None else None
         if want is not None and got != want:
             raise GraphError(f"graph {entry.spec.name} (openvino): input {name!r} is {got} in the graph file but "
                              f"{want} in the manifest", path=path)
