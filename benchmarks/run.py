@@ -309,7 +309,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
                 "versions": versions(), "sgemm_peak": peak, "bf16_peak": bf16_peak, "graphs_dir": str(graphs_dir),
                 "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
                 "shapes": manifest.shapes.to_dict(),
-                "latent_size": manifest.shapes.resolution // manifest.sv3d_config().latent_factor,
+                "latent_size": manifest.runtime.latent_size(manifest.shapes.resolution),
                 "steps": steps, "warmup": warmup, "repeats": repeats,
                 "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
     progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads)"

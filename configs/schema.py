@@ -112,6 +112,9 @@ class ConditionerConfig:
     polar_offset_deg: float = 90.0          # polar = 90 - elevation (SVS:87)
     max_period: int = 10000
     elevation_range_deg: Tuple[float, float] = (-90.0, 90.0)   # validity range for user orbits
+    # "dynamic" orbit preset (runtime/orbits.py): elevation_k = base + amplitude * sin(2 pi k / T). Our choice, not
+    # an official constant: 20 deg keeps the default orbit (base 10 deg) within [-10, 30] deg.
+    dynamic_elevation_amplitude_deg: float = 20.0
 
     @property
     def vector_dim(self) -> int:
@@ -133,6 +136,7 @@ class GuiderConfig:
     kind: str = "triangle"
     min_scale: float = 1.0
     max_scale: float = 2.5
+    triangle_period: float = 1.0            # TrianglePredictionGuider period: one triangle over the orbit (GDR:102-131)
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,12 @@ class SV3DConfig:
         return self.variant == "sv3d_p"
 
     def latent_size(self, resolution: Optional[int] = None) -> int:
-        return (self.resolution if resolution is None else resolution) // self.latent_factor
+        """Latent side at ``resolution`` pixels (default: the config's)."""
+        return _latent_size(self.resolution if resolution is None else resolution, self.latent_factor)
+
+    def runtime_config(self) -> "RuntimeConfig":
+        """The part of this config the numpy runtime reads (an export's manifest carries it)."""
+        return RuntimeConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RuntimeConfig)})
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -175,6 +184,43 @@ class SV3DConfig:
 
     def replace(self, **changes: Any) -> "SV3DConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What the numpy runtime needs of an SV3DConfig: no architecture, only the constants of the pipeline around the
+    graphs. An export's manifest carries it as its ``runtime`` section (runtime/manifest.py), next to the export's
+    ``shapes`` (frames, resolution, UNet batch, decode chunk); the runtime reads it once per load.
+
+    Field names equal the SV3DConfig's, so a helper that reads e.g. ``cfg.conditioner`` takes either.
+    """
+    variant: str
+    latent_channels: int
+    latent_factor: int                      # pixels per latent
+    scale_factor: float                     # the decoder graph divides by it; Result.latents are before that
+    seed: int                               # default noise seed
+    image_frame_ratio: Optional[float]      # object size on the canvas (runtime.preprocess)
+    conditioner: ConditionerConfig          # cond_aug, vector embeddings, orbit constants
+    sampler: SamplerConfig                  # default steps, sigma range, rho
+    guider: GuiderConfig                    # default guider and scales
+
+    def __post_init__(self) -> None:
+        validate_runtime_fields(self)
+
+    @property
+    def has_camera(self) -> bool:
+        return self.variant == "sv3d_p"
+
+    def latent_size(self, resolution: int) -> int:
+        """Latent side at ``resolution`` pixels."""
+        return _latent_size(resolution, self.latent_factor)
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _latent_size(resolution: int, latent_factor: int) -> int:
+    return int(resolution) // int(latent_factor)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,15 +285,27 @@ def _build(cls: Any, data: dict, where: str) -> Any:
 
 
 def config_from_dict(data: dict, where: str = "config") -> SV3DConfig:
+    return _top_level(SV3DConfig, data, where)
+
+
+def runtime_config_from_dict(data: dict, where: str = "runtime") -> RuntimeConfig:
+    """A RuntimeConfig from its JSON form (every field required)."""
+    missing = sorted({f.name for f in dataclasses.fields(RuntimeConfig)} - set(data or {}))
+    if isinstance(data, dict) and missing:
+        raise ConfigError(f"{where}: missing field(s) {missing}")
+    return _top_level(RuntimeConfig, data, where)
+
+
+def _top_level(cls: Any, data: dict, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-    hints = typing.get_type_hints(SV3DConfig)
-    names = {f.name for f in dataclasses.fields(SV3DConfig)}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
-    return SV3DConfig(**kwargs)
+    return cls(**kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,13 +324,10 @@ def _positive(obj: Any, prefix: str, *names: str) -> None:
 
 
 def validate(cfg: SV3DConfig) -> None:
-    _check(cfg.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
-    _positive(cfg, "config", "num_frames", "resolution", "latent_channels", "latent_factor", "scale_factor",
-              "decode_chunk")
+    validate_runtime_fields(cfg)
+    _positive(cfg, "config", "num_frames", "resolution", "decode_chunk")
     _check(cfg.resolution % cfg.latent_factor == 0,
            f"resolution {cfg.resolution} must be a multiple of latent_factor {cfg.latent_factor}")
-    _check(cfg.image_frame_ratio is None or 0 < cfg.image_frame_ratio <= 1,
-           f"image_frame_ratio must be null or in (0, 1], got {cfg.image_frame_ratio!r}")
 
     u = cfg.unet
     _positive(u, "unet", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",
@@ -299,9 +354,8 @@ def validate(cfg: SV3DConfig) -> None:
     _check(u.out_channels == cfg.latent_channels,
            f"unet.out_channels must equal latent_channels {cfg.latent_channels}, got {u.out_channels}")
     unet_down = 2 ** (len(u.channel_mult) - 1)
-    _check((cfg.resolution // cfg.latent_factor) % unet_down == 0,
-           f"latent size {cfg.resolution // cfg.latent_factor} must be divisible by the UNet's down-sampling "
-           f"{unet_down}")
+    _check(cfg.latent_size() % unet_down == 0,
+           f"latent size {cfg.latent_size()} must be divisible by the UNet's down-sampling {unet_down}")
 
     v = cfg.vae
     _positive(v, "vae", "in_channels", "out_ch", "ch", "num_res_blocks", "z_channels", "embed_dim", "norm_groups")
@@ -324,6 +378,18 @@ def validate(cfg: SV3DConfig) -> None:
     _check(c.output_dim == u.context_dim,
            f"clip.output_dim {c.output_dim} must equal unet.context_dim {u.context_dim}")
 
+    _check(cfg.conditioner.vector_dim == u.adm_in_channels,
+           f"unet.adm_in_channels {u.adm_in_channels} must equal the vector width cond_aug_embed_dim + "
+           f"2*camera_embed_dim = {cfg.conditioner.vector_dim}")
+
+
+def validate_runtime_fields(cfg: Any) -> None:
+    """The checks of the fields an SV3DConfig shares with its RuntimeConfig (variant and the conditioner,
+    sampler and guider sections)."""
+    _check(cfg.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
+    _positive(cfg, "config", "latent_channels", "latent_factor", "scale_factor")
+    _check(cfg.image_frame_ratio is None or 0 < cfg.image_frame_ratio <= 1,
+           f"image_frame_ratio must be null or in (0, 1], got {cfg.image_frame_ratio!r}")
     k = cfg.conditioner
     _positive(k, "conditioner", "cond_aug_embed_dim", "max_period")
     _check(k.cond_aug >= 0, f"conditioner.cond_aug must be >= 0, got {k.cond_aug}")
@@ -335,11 +401,14 @@ def validate(cfg: SV3DConfig) -> None:
     else:
         _check(k.camera_embed_dim == 0, f"variant sv3d_u has no camera conditioning; conditioner.camera_embed_dim "
                                         f"must be 0, got {k.camera_embed_dim}")
-    _check(k.vector_dim == u.adm_in_channels,
-           f"unet.adm_in_channels {u.adm_in_channels} must equal the vector width cond_aug_embed_dim + "
-           f"2*camera_embed_dim = {k.vector_dim}")
     lo, hi = k.elevation_range_deg
     _check(lo < hi, f"conditioner.elevation_range_deg must be [low, high] with low < high, got {[lo, hi]}")
+    _check(lo <= k.default_elevation_deg <= hi,
+           f"conditioner.default_elevation_deg {k.default_elevation_deg} must lie in elevation_range_deg {[lo, hi]}")
+    amp = k.dynamic_elevation_amplitude_deg
+    _check(0 <= amp and lo <= k.default_elevation_deg - amp and k.default_elevation_deg + amp <= hi,
+           f"conditioner.dynamic_elevation_amplitude_deg {amp} must be >= 0 and keep the dynamic orbit around the "
+           f"default elevation ({k.default_elevation_deg} +- {amp}) within elevation_range_deg {[lo, hi]}")
 
     s = cfg.sampler
     _positive(s, "sampler", "num_steps", "sigma_min", "sigma_max", "rho")
@@ -348,3 +417,4 @@ def validate(cfg: SV3DConfig) -> None:
     g = cfg.guider
     _check(g.kind in GUIDERS, f"guider.kind must be one of {GUIDERS}, got {g.kind!r}")
     _check(g.min_scale <= g.max_scale, f"guider.min_scale {g.min_scale} must be <= max_scale {g.max_scale}")
+    _check(g.triangle_period > 0, f"guider.triangle_period must be > 0, got {g.triangle_period}")

@@ -35,7 +35,7 @@ from configs import ConfigError, SV3DConfig, load_config
 from models.checkpoint import CheckpointError
 from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
-from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, pipeline_constants, sha256_file
+from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
 from .registry import graph_weight_bytes
@@ -415,9 +415,8 @@ def run(p: Plan) -> ExportResult:
             log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {_peak_rss() / 1e9:.2f} GB, "
                      f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
-        manifest = Manifest(
-            root=p.out, variant=p.cfg.variant, config=p.cfg.to_dict(), config_sha256=p.cfg.sha256(),
-            shapes=p.shapes, graphs=graphs, constants=pipeline_constants(p.cfg, p.shapes), tools=_tools(),
+        manifest = Manifest.create(
+            p.out, p.cfg, p.shapes, graphs, tools=_tools(),
             source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,

@@ -11,18 +11,20 @@ Command line: ``python -m runtime --graphs DIR image.png`` (``python -m runtime 
 """
 from .backends import (BACKEND_CHOICES, BACKENDS, DEVICES, BackendError, DeviceSpec, RunOptions, load_graph,
                        load_graphs, resolve_backend)
+from .conditioning import Conditioning
 from .errors import GraphError, InputImageError, OrbitError, OutputError, SV3DError
 from .manifest import Manifest
-from .orbits import ORBIT_PRESETS, Orbit, default_orbit, dynamic_orbit, make_orbit, preset_orbit
+from .options import GenerationOptions, resolve_options
+from .orbits import ORBIT_PRESETS, Orbit, build_orbit, default_orbit, dynamic_orbit, make_orbit, preset_orbit
 from .outputs import contact_sheet, write_gif, write_mp4, write_result
-from .pipeline import (Noise, Result, StepTiming, SV3DPipeline, Timings, build_orbit, postprocess,
-                       prepare_image)
-from .preprocess import PreprocessedImage, load_image
+from .pipeline import Noise, Result, StepTiming, SV3DPipeline, Timings, postprocess
+from .preprocess import PreprocessedImage, load_image, prepare_image
 from .sample_data import sample_image_path
 from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, TensorSpec
 
 __all__ = [
     "SV3DPipeline", "Result", "Noise", "Timings", "StepTiming", "postprocess", "prepare_image", "build_orbit",
+    "GenerationOptions", "resolve_options", "Conditioning",
     "BACKENDS", "BACKEND_CHOICES", "DEVICES", "DeviceSpec", "RunOptions", "load_graph", "load_graphs",
     "resolve_backend",
     "SV3DError", "GraphError", "InputImageError", "OrbitError", "OutputError", "BackendError",

@@ -30,16 +30,17 @@ from typing import List, Optional
 from argparse_dataclass import ArgumentParser, dataclass
 
 from configs.limits import LIMITS
+from configs.schema import GUIDERS, SV3DConfig
 
 from . import interrupts
 from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
 from .errors import SV3DError
-from .guidance import GUIDANCE_KINDS
 from .manifest import MANIFEST_NAME, Manifest
+from .options import OptionNames, resolve_options
 from .orbits import ORBIT_PRESETS
 from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
-from .pipeline import MEMORY_MODES, SV3DPipeline, build_orbit, prepare_image
-from .preprocess import BACKGROUND_MODES
+from .pipeline import MEMORY_MODES, SV3DPipeline
+from .preprocess import BACKGROUND_MODES, prepare_image
 from .sample_data import sample_image_path
 
 PROG = "python -m runtime"
@@ -50,6 +51,11 @@ DEMO_RESOLUTION = 64          # tiny demo export: 64 px images, 8 x 8 latents
 DEMO_SEED = 0                 # seed of the random demo weights
 DEMO_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
                "Export real SV3D weights with `python -m export` for real results. ***")
+FLAGS = OptionNames(steps="--steps", seed="--seed", guider="--guider", min_scale="--min-scale",
+                    max_scale="--max-scale")
+# The help shows the official SV3D values (the schema's defaults, which the bundled configs use); an export's own
+# config supplies the defaults at run time.
+OFFICIAL = SV3DConfig()
 
 
 @dataclass
@@ -81,22 +87,32 @@ class Options:
              "and released (peak = largest stage; reloads per image); auto: sequential when the graphs exceed "
              f"{100 * LIMITS.resident_ram_fraction:.0f}%% of RAM"))
     steps: Optional[int] = field(default=None, metadata=dict(
-        help=f"sampling steps, 1..{LIMITS.max_steps} (default: the export's, 50)"))
-    seed: Optional[int] = field(default=None, metadata=dict(help="noise seed (default: the config's, 23)"))
+        help=f"sampling steps, 1..{LIMITS.max_steps} (default: the export's config, {OFFICIAL.sampler.num_steps} "
+             f"officially)"))
+    seed: Optional[int] = field(default=None, metadata=dict(
+        help=f"noise seed (default: the export's config, {OFFICIAL.seed} officially)"))
     guider: Optional[str] = field(default=None, metadata=dict(
-        choices=list(GUIDANCE_KINDS), help="per-frame guidance shape (default: triangle)"))
+        choices=list(GUIDERS), help=f"per-frame guidance shape (default: the export's config, "
+                                    f"{OFFICIAL.guider.kind} officially)"))
     min_scale: Optional[float] = field(default=None, metadata=dict(
-        help=f"guidance scale at the ends, 0..{LIMITS.max_guidance_scale:g} and <= --max-scale (default 1.0)"))
+        help=f"guidance scale at the ends, 0..{LIMITS.max_guidance_scale:g} and <= --max-scale (default: the "
+             f"export's config, {OFFICIAL.guider.min_scale:g} officially)"))
     max_scale: Optional[float] = field(default=None, metadata=dict(
-        help=f"guidance scale peak, 0..{LIMITS.max_guidance_scale:g} (default 2.5)"))
+        help=f"guidance scale peak, 0..{LIMITS.max_guidance_scale:g} (default: the export's config, "
+             f"{OFFICIAL.guider.max_scale:g} officially)"))
     elevation: Optional[List[float]] = field(default=None, metadata=dict(
         nargs="+", type=float, metavar="DEG",
-        help="sv3d_p: camera elevation in degrees, one value or one per frame (default 10)"))
+        help=f"sv3d_p: camera elevation in degrees, one value or one per frame, in "
+             f"[{OFFICIAL.conditioner.elevation_range_deg[0]:g}, {OFFICIAL.conditioner.elevation_range_deg[1]:g}] "
+             f"(default: the export's config, {OFFICIAL.conditioner.default_elevation_deg:g} officially)"))
     azimuths: Optional[List[float]] = field(default=None, metadata=dict(
         nargs="+", type=float, metavar="DEG",
         help="sv3d_p: one azimuth per frame in degrees (default: evenly spaced, ending at 0 = the input view)"))
     orbit: Optional[str] = field(default=None, metadata=dict(
-        choices=sorted(ORBIT_PRESETS), help="sv3d_p orbit preset (default: constant elevation)"))
+        choices=sorted(ORBIT_PRESETS),
+        help=f"sv3d_p orbit preset: default (constant elevation; the default) or dynamic (the elevation swings +- "
+             f"the export's conditioner.dynamic_elevation_amplitude_deg, "
+             f"{OFFICIAL.conditioner.dynamic_elevation_amplitude_deg:g} deg in the bundled configs)"))
     remove_background: str = field(default="auto", metadata=dict(
         choices=list(BACKGROUND_MODES),
         help="auto: rembg for images without alpha; rembg: always; none: use the whole image"))
@@ -125,11 +141,10 @@ def _say(opts: Options, *msg) -> None:
 
 
 def _check_options(opts: Options) -> None:
+    """The options that do not depend on the export (steps, seed, guidance and camera: runtime.options)."""
     for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
                                    ("--threads", opts.threads, 0, LIMITS.max_threads),
-                                   ("--device-id", opts.device_id, 0, None),
-                                   ("--steps", opts.steps, 1, LIMITS.max_steps),
-                                   ("--seed", opts.seed, 0, None)):
+                                   ("--device-id", opts.device_id, 0, None)):
         if value is not None and (value < low or (high is not None and value > high)):
             bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
             raise SV3DError(f"invalid {name}", expected=bound, got=value,
@@ -137,25 +152,11 @@ def _check_options(opts: Options) -> None:
     if len(opts.images) > LIMITS.max_images:
         raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
                         got=len(opts.images))
-    check_guidance_scales(opts.min_scale, opts.max_scale)
     if not opts.demo:
         if opts.graphs is None:
             raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
         if not opts.images:
             raise SV3DError("no input image given", expected="one or more image paths", got="none")
-
-
-def check_guidance_scales(min_scale: Optional[float], max_scale: Optional[float]) -> None:
-    """Each given scale finite and in [0, max_guidance_scale]; min <= max when both are given."""
-    import math
-
-    for name, value in (("--min-scale", min_scale), ("--max-scale", max_scale)):
-        if value is not None and not (math.isfinite(value) and 0 <= value <= LIMITS.max_guidance_scale):
-            raise SV3DError(f"invalid {name}", expected=f"a number in [0, {LIMITS.max_guidance_scale:g}]",
-                            got=value)
-    if min_scale is not None and max_scale is not None and min_scale > max_scale:
-        raise SV3DError("invalid guidance scales", expected="--min-scale <= --max-scale",
-                        got=f"--min-scale {min_scale:g} > --max-scale {max_scale:g}")
 
 
 def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
@@ -248,14 +249,12 @@ def run(opts: Options) -> int:
 def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
-    cfg = manifest.sv3d_config()
-    check_guidance_scales(cfg.guider.min_scale if opts.min_scale is None else opts.min_scale,
-                          cfg.guider.max_scale if opts.max_scale is None else opts.max_scale)
     elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
                                                      else opts.elevation)
-    orbit = build_orbit(cfg, manifest.shapes.num_frames, elevation=elevation, azimuths=opts.azimuths,
-                        preset=opts.orbit)
-    prepared = [(Path(p), prepare_image(cfg, manifest.shapes.resolution, p,
+    options = resolve_options(manifest.runtime, manifest.shapes.num_frames, num_steps=opts.steps, seed=opts.seed,
+                              guider=opts.guider, min_scale=opts.min_scale, max_scale=opts.max_scale,
+                              elevation=elevation, azimuths=opts.azimuths, preset=opts.orbit, names=FLAGS)
+    prepared = [(Path(p), prepare_image(manifest.runtime, manifest.shapes.resolution, p,
                                         remove_background=opts.remove_background)) for p in images]
     for path, pre in prepared:
         _warn_small_input(opts, path, pre, manifest.shapes.resolution)
@@ -272,16 +271,13 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
                f"{pipe.load_seconds:.2f} s; memory {pipe.memory}"
                + ("" if pipe.memory == "resident" else " (graphs load per stage)") + "; precision "
                + ", ".join(f"{k} {v}" for k, v in pipe.precisions.items()))
-    num_steps = opts.steps if opts.steps is not None else cfg.sampler.num_steps
 
     # 3. one image at a time
     summaries = []
     for path, pre in prepared:
-        bar = _progress_bar(opts, num_steps, path.name)
+        bar = _progress_bar(opts, options.num_steps, path.name)
         try:
-            result = pipe.generate(pre, seed=opts.seed, num_steps=num_steps, orbit=orbit, guider=opts.guider,
-                                   min_scale=opts.min_scale, max_scale=opts.max_scale,
-                                   callback=lambda info: _on_step(bar))
+            result = pipe.generate(pre, options=options, callback=lambda info: _on_step(bar))
         finally:
             if bar is not None:
                 bar.close()

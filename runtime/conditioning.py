@@ -1,4 +1,5 @@
-"""The parameter-free part of the SV3D conditioning: the ``vector`` input of the UNet.
+"""The SV3D conditioning of one image: the network inputs of the c and uc branches (:class:`Conditioning`), and
+its parameter-free part, the ``vector`` input of the UNet.
 
 SV3D's vector conditioning is a stack of ConcatTimestepEmbedderND outputs (ENC:917-933; SV3D_REFERENCE.md §3.3),
 one sinusoidal embedding per scalar input, concatenated in embedder order:
@@ -11,7 +12,8 @@ The same vector serves the conditional and the unconditional branch (only crossa
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +23,39 @@ if TYPE_CHECKING:                                   # configs is stdlib-only, bu
     from configs.schema import ConditionerConfig
 
 F32 = np.float32
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the UNet is conditioned on for one image (SV3D_REFERENCE.md §3; ENC:157-161, 183-184).
+
+    CLIP runs once on the clean image and the VAE encoder once on ``image + cond_aug * cond_noise``; the reference
+    runs both twice and zeroes the uc outputs, which is the same at half the cost. Per branch:
+        crossattn  c = embedding repeated T times (T, 1, D)       uc = zeros
+        concat     c = latent repeated T times (T, C, h, w)       uc = zeros   (unscaled posterior mean)
+        vector     (T, V), identical for c and uc (:func:`vector_conditioning`)
+    """
+    embedding: np.ndarray       # (1, D)  CLIP image embedding
+    latent: np.ndarray          # (1, C, h, w)  VAE-encoder output of the noise-augmented image
+    vector: np.ndarray          # (T, V)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.vector.shape[0])
+
+    @property
+    def crossattn(self) -> np.ndarray:
+        return np.repeat(self.embedding[:, None, :], self.num_frames, axis=0)        # (T, 1, D)
+
+    @property
+    def concat(self) -> np.ndarray:
+        return np.repeat(self.latent, self.num_frames, axis=0)                       # (T, C, h, w)
+
+    def branches(self) -> Dict[str, np.ndarray]:
+        """Both branches under the reference's names: c_/uc_ crossattn, concat and vector."""
+        ctx, cat = self.crossattn, self.concat
+        return {"c_crossattn": ctx, "uc_crossattn": np.zeros_like(ctx), "c_concat": cat,
+                "uc_concat": np.zeros_like(cat), "c_vector": self.vector, "uc_vector": self.vector}
 
 
 def timestep_embedding(values, dim: int, max_period: float) -> np.ndarray:

@@ -15,27 +15,26 @@ from typing import Tuple
 import numpy as np
 
 from configs.limits import LIMITS
+from configs.schema import GUIDERS, GuiderConfig
 
 from .sampling import linspace_f32
 
 F32 = np.float32
-GUIDANCE_KINDS = ("triangle", "linear", "constant")
-
-TRIANGLE_PERIOD = 1.0   # TrianglePredictionGuider default period (one triangle over the orbit, GDR:102-131)
 
 
-def guidance_scales(kind: str, num_frames: int, min_scale: float, max_scale: float) -> np.ndarray:
+def guidance_scales(kind: str, num_frames: int, min_scale: float, max_scale: float,
+                    triangle_period: float = GuiderConfig.triangle_period) -> np.ndarray:
     """Per-frame guidance scales, (num_frames,) float32, as the reference guiders build them in float32.
 
     triangle (TrianglePredictionGuider, GDR:102-131):
-        v = linspace(0, 1, T); tri = 2 * |v / p - floor(v / p + 0.5)| with period p = 1
+        v = linspace(0, 1, T); tri = 2 * |v / p - floor(v / p + 0.5)| with period p (guider.triangle_period, 1)
         scale = tri * (max - min) + min          -> min at both ends, max in the middle
     linear (LinearPredictionGuider, GDR:60-76):   scale = linspace(min, max, T)
     constant (VanillaCFG, GDR:24-31):            scale = max for every frame
     ``max - min`` is a Python (float64) difference rounded to float32, as in the reference.
     """
-    if kind not in GUIDANCE_KINDS:
-        raise ValueError(f"unknown guidance kind: expected one of {GUIDANCE_KINDS}, got {kind!r}")
+    if kind not in GUIDERS:
+        raise ValueError(f"unknown guidance kind: expected one of {GUIDERS}, got {kind!r}")
     if int(num_frames) != num_frames or num_frames < 1:
         raise ValueError(f"guidance_scales: num_frames must be a positive integer, got {num_frames!r}")
     if not (np.isfinite(min_scale) and np.isfinite(max_scale)):
@@ -45,7 +44,9 @@ def guidance_scales(kind: str, num_frames: int, min_scale: float, max_scale: flo
                          f"(configs/limits.py), got min={min_scale!r}, max={max_scale!r}")
     n = int(num_frames)
     if kind == "triangle":
-        period = F32(TRIANGLE_PERIOD)
+        if not triangle_period > 0:
+            raise ValueError(f"guidance_scales: triangle_period must be > 0, got {triangle_period!r}")
+        period = F32(triangle_period)
         v = linspace_f32(0.0, 1.0, n)
         tri = F32(2.0) * np.abs(v / period - np.floor(v / period + F32(0.5)))
         return (tri * F32(float(max_scale) - float(min_scale)) + F32(min_scale)).astype(F32)

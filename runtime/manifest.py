@@ -3,17 +3,22 @@
 Written by `export/`, read and verified here (numpy + stdlib only). Layout:
 
 {
-  "format_version": 1, "variant": "sv3d_u", "created": "...",
+  "format_version": 2, "variant": "sv3d_u", "created": "...",
   "config": {...full SV3DConfig...}, "config_sha256": "...",
   "shapes": {resolution, num_frames, unet_batch, decode_chunk, dtype, attention_chunk},
-  "constants": {scale_factor, sigma_min, sigma_max, rho, num_steps, guider, cond_aug, num_frames, resolution,
-                latent_size, decode_chunk},
+  "runtime": {...RuntimeConfig: variant, latent_channels, latent_factor, scale_factor, seed, image_frame_ratio,
+              conditioner, sampler, guider...},
   "graphs": {"onnx": {"unet": {"model_file": "onnx/unet.onnx", "files": [{path, sha256, bytes}],
                                 "inputs": [...], "outputs": [...]}, ...}, "mindir": {...}},
   "tools": {"mindspore": "...", "onnx": "...", "numpy": "...", "python": "..."},
   "source": {"checkpoint": "...", "bytes": ...},
   "parity": {"gate": "auto", "graphs": {"unet": {"gate": "twin", "results": {"onnx": {"rel_l2": ...}}}}, ...}
 }
+
+``shapes`` and ``runtime`` are what the runtime reads (Manifest.shapes, Manifest.runtime); the full ``config`` is the
+export's provenance (its hash identifies the model; benchmarks count FLOPs from it). Loading parses the config
+once, to check its hash and that ``runtime`` and every graph entry are what it defines. A manifest of another
+``format_version`` is refused, naming both versions.
 
 Every file path in a manifest is confined to the export folder: relative, without `..`, and (after following
 symlinks) still inside the folder; anything else is refused at load with the offending path, so a tampered or
@@ -30,11 +35,13 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import Dict, Mapping, Optional, Tuple
 
+from configs.schema import ConfigError, RuntimeConfig, config_from_dict, runtime_config_from_dict
+
 from .errors import GraphError
 from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_differences
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                  # 2: the typed "runtime" section replaces the unread "constants"
 FORMATS = ("mindir", "onnx")
 _HASH_BLOCK = 16 * 1024 * 1024
 
@@ -75,19 +82,6 @@ class GraphEntry:
         return cls(GraphSpec.from_dict(name, d), fmt, str(d["model_file"]), files, str(d.get("form", "plain")))
 
 
-def pipeline_constants(cfg, shapes: ExportShapes) -> dict:
-    """The constants the runtime needs, recorded next to the graphs (all from the config)."""
-    return {
-        "scale_factor": cfg.scale_factor,
-        "sigma_min": cfg.sampler.sigma_min, "sigma_max": cfg.sampler.sigma_max, "rho": cfg.sampler.rho,
-        "num_steps": cfg.sampler.num_steps,
-        "guider": {"kind": cfg.guider.kind, "min_scale": cfg.guider.min_scale, "max_scale": cfg.guider.max_scale},
-        "cond_aug": cfg.conditioner.cond_aug,
-        "num_frames": shapes.num_frames, "resolution": shapes.resolution,
-        "latent_size": shapes.resolution // cfg.latent_factor, "decode_chunk": shapes.decode_chunk,
-    }
-
-
 @dataclass(frozen=True)
 class Manifest:
     root: Path
@@ -96,11 +90,19 @@ class Manifest:
     config_sha256: str
     shapes: ExportShapes
     graphs: Dict[str, Dict[str, GraphEntry]]       # format -> graph name -> entry
-    constants: dict = field(default_factory=dict)
+    runtime: RuntimeConfig                          # what the runtime reads of the config
     tools: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
     created: str = ""
     parity: dict = field(default_factory=dict)     # which export gate ran and what it measured (export/parity.py)
+
+    @classmethod
+    def create(cls, root, cfg, shapes: ExportShapes, graphs: Dict[str, Dict[str, GraphEntry]],
+               **metadata) -> "Manifest":
+        """The manifest of an export of the SV3DConfig ``cfg``: variant, config, hash and runtime section all from
+        it. metadata: tools, source, created, parity."""
+        return cls(root=Path(root), variant=cfg.variant, config=cfg.to_dict(), config_sha256=cfg.sha256(),
+                   shapes=shapes, graphs=graphs, runtime=cfg.runtime_config(), **metadata)
 
     # -- reading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -116,21 +118,27 @@ class Manifest:
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise GraphError(f"{path}: unreadable manifest: {e}") from None
-        if d.get("format_version") != FORMAT_VERSION:
-            raise GraphError(f"{path}: manifest format_version {d.get('format_version')!r}, this runtime reads "
-                             f"{FORMAT_VERSION}; re-export with this version")
+        version = d.get("format_version") if isinstance(d, dict) else None
+        if version != FORMAT_VERSION:
+            raise GraphError(f"{path}: unsupported manifest format_version", expected=FORMAT_VERSION,
+                             got=repr(version), hint=f"this runtime reads format_version {FORMAT_VERSION} only; "
+                                                     f"export again with this version")
         try:
             graphs = {fmt: {name: GraphEntry.from_dict(name, fmt, g) for name, g in per.items()}
                       for fmt, per in d["graphs"].items()}
+            runtime = runtime_config_from_dict(d["runtime"], where=f"{path} runtime")
             m = cls(root=root, variant=d["variant"], config=d["config"], config_sha256=d["config_sha256"],
-                    shapes=ExportShapes.from_dict(d["shapes"]), graphs=graphs, constants=d.get("constants", {}),
+                    shapes=ExportShapes.from_dict(d["shapes"]), graphs=graphs, runtime=runtime,
                     tools=d.get("tools", {}), source=d.get("source", {}), created=d.get("created", ""),
                     parity=d.get("parity", {}))
+        except ConfigError as e:
+            raise GraphError(str(e)) from None
         except (KeyError, TypeError, ValueError) as e:
             raise GraphError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
-        m._check_config()
+        cfg = m.sv3d_config()                           # parsed once: the checks below, then the runtime section
+        m._check_config(cfg)
         m._check_paths()
-        m._check_specs()
+        m._check_specs(cfg)
         return m
 
     def path_of(self, rel: str) -> Path:
@@ -163,9 +171,9 @@ class Manifest:
                                      f"model file {entry.model_file!r} is not among its checksummed files",
                                      expected=[f.path for f in entry.files], got=entry.model_file)
 
-    def _check_specs(self) -> None:
+    def _check_specs(self, cfg) -> None:
         try:
-            want = graph_specs(self.sv3d_config(), self.shapes)
+            want = graph_specs(cfg, self.shapes)
         except (ValueError, KeyError) as e:
             raise GraphError(f"{self.root / MANIFEST_NAME}: its shapes do not fit its config: {e}") from None
         for fmt, per in self.graphs.items():
@@ -181,18 +189,23 @@ class Manifest:
                                      f"{self.shapes.dtype}): " + "; ".join(diffs),
                                      hint="the manifest was edited; export again")
 
-    def _check_config(self) -> None:
-        cfg = self.sv3d_config()
+    def _check_config(self, cfg) -> None:
         if cfg.sha256() != self.config_sha256:
             raise GraphError(f"{self.root / MANIFEST_NAME}: config hash {self.config_sha256[:12]}... does not "
                              f"match its config ({cfg.sha256()[:12]}...): the manifest was edited")
         if cfg.variant != self.variant:
             raise GraphError(f"{self.root / MANIFEST_NAME}: variant {self.variant!r} but config variant "
                              f"{cfg.variant!r}")
+        want = cfg.runtime_config()
+        if self.runtime != want:
+            got, exp = self.runtime.to_dict(), want.to_dict()
+            diffs = [f"{k}: {got[k]!r}, expected {exp[k]!r}" for k in exp if got[k] != exp[k]]
+            raise GraphError(f"{self.root / MANIFEST_NAME}: its runtime section differs from its config: "
+                             + "; ".join(diffs), hint="the manifest was edited; export again")
 
     def sv3d_config(self):
-        from configs import ConfigError, config_from_dict
-
+        """The export's full SV3DConfig (architecture included), parsed from the manifest. The runtime reads
+        ``runtime`` and ``shapes`` instead; this is for tools that need the architecture (benchmarks)."""
         try:
             return config_from_dict(self.config, where=str(self.root / MANIFEST_NAME) + " config")
         except ConfigError as e:
@@ -231,7 +244,7 @@ class Manifest:
         return {
             "format_version": FORMAT_VERSION, "variant": self.variant, "created": self.created,
             "config": self.config, "config_sha256": self.config_sha256, "shapes": self.shapes.to_dict(),
-            "constants": self.constants,
+            "runtime": self.runtime.to_dict(),
             "graphs": {fmt: {n: e.to_dict() for n, e in per.items()} for fmt, per in self.graphs.items()},
             "tools": self.tools, "source": self.source, "parity": self.parity,
         }

@@ -8,25 +8,24 @@ Conventions of the reference:
   ``azimuth_rad_i = deg2rad((az_i - az_last) mod 360)``, so the last frame always has azimuth 0;
 * the official default orbit is a constant elevation (10 deg) and T azimuths ``linspace(0, 360, T+1)[1:] % 360``:
   360/T apart, ending at 0 deg.
+
+The orbit constants (default elevation, elevation range, the dynamic preset's amplitude) are the config's
+ConditionerConfig; :func:`build_orbit` reads them from the config of an export, the lower-level functions default to
+the schema's values.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from configs.schema import ConditionerConfig
 
 from .errors import OrbitError
 
 FULL_TURN_DEG = 360.0
-DEFAULT_ELEVATION_RANGE_DEG = (-90.0, 90.0)   # the geometric limits; ConditionerConfig.elevation_range_deg default
-
-# "dynamic" preset: the elevation follows one full sine period over the orbit, centred on the base elevation
-# (the config's default_elevation_deg, 10 deg officially), so the last frame -- the input view, azimuth 0 -- is at
-# the base elevation again:  elevation_k = base + DYNAMIC_ELEVATION_AMPLITUDE_DEG * sin(2 pi k / T), k = 1..T.
-# The amplitude is our choice, not an official constant: 20 deg keeps the default orbit within [-10, 30] deg.
-DYNAMIC_ELEVATION_AMPLITUDE_DEG = 20.0
 
 Number = Union[int, float]
 
@@ -59,10 +58,12 @@ def default_orbit(num_frames: int, elevation_deg: float) -> Orbit:
 
 
 def dynamic_orbit(num_frames: int, elevation_deg: float,
-                  amplitude_deg: float = DYNAMIC_ELEVATION_AMPLITUDE_DEG) -> Orbit:
+                  amplitude_deg: float = ConditionerConfig.dynamic_elevation_amplitude_deg) -> Orbit:
     """Default azimuths with a sinusoidal elevation: ``elevation_deg + amplitude * sin(2 pi k / T)``, k = 1..T.
 
-    Frame T (the input view, azimuth 0) is back at ``elevation_deg``; the orbit peaks a quarter turn in.
+    One full sine period over the orbit, centred on the base elevation, so frame T (the input view, azimuth 0) is
+    back at ``elevation_deg``; the orbit peaks a quarter turn in. amplitude: the config's
+    conditioner.dynamic_elevation_amplitude_deg.
     """
     n = _frame_count(num_frames)
     k = np.arange(1, n + 1) % n                     # frame T is phase 0: exactly the base elevation
@@ -71,23 +72,25 @@ def dynamic_orbit(num_frames: int, elevation_deg: float,
     return make_orbit(n, elevation=elevations, azimuths=azimuths)
 
 
-# name -> builder(num_frames, base elevation in degrees)
-ORBIT_PRESETS: Dict[str, Callable[[int, float], Orbit]] = {
-    "default": default_orbit,
-    "dynamic": dynamic_orbit,
+# name -> builder(num_frames, base elevation in degrees, conditioner config)
+ORBIT_PRESETS: Dict[str, Callable[[int, float, ConditionerConfig], Orbit]] = {
+    "default": lambda n, base, cond: default_orbit(n, base),
+    "dynamic": lambda n, base, cond: dynamic_orbit(n, base, cond.dynamic_elevation_amplitude_deg),
 }
 
 
-def preset_orbit(name: str, num_frames: int, elevation_deg: float) -> Orbit:
-    """Build the named preset (see ``ORBIT_PRESETS``) around the base elevation ``elevation_deg``."""
+def preset_orbit(name: str, num_frames: int, elevation_deg: float,
+                 conditioner: ConditionerConfig = ConditionerConfig()) -> Orbit:
+    """Build the named preset (see ``ORBIT_PRESETS``) around the base elevation ``elevation_deg``, with the orbit
+    constants of ``conditioner`` (default: the schema's)."""
     if name not in ORBIT_PRESETS:
         raise OrbitError("unknown orbit preset", expected=f"one of {sorted(ORBIT_PRESETS)}", got=repr(name))
-    return ORBIT_PRESETS[name](num_frames, elevation_deg)
+    return ORBIT_PRESETS[name](num_frames, elevation_deg, conditioner)
 
 
 def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Number]]] = None,
                azimuths: Optional[Sequence[Number]] = None,
-               elevation_range: Tuple[float, float] = DEFAULT_ELEVATION_RANGE_DEG,
+               elevation_range: Tuple[float, float] = ConditionerConfig.elevation_range_deg,
                default_elevation_deg: Optional[float] = None) -> Orbit:
     """A validated orbit from user values.
 
@@ -121,6 +124,48 @@ def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Numbe
         if azim.shape[0] != n:
             raise OrbitError("wrong number of azimuths", expected=f"{n} values", got=f"{azim.shape[0]} values")
     return Orbit(tuple(float(e) for e in elev), tuple(float(a) for a in azim))
+
+
+def build_orbit(config: Any, num_frames: int, *, elevation=None, azimuths=None,
+                preset: Optional[str] = None) -> Optional[Orbit]:
+    """A validated camera orbit for an sv3d_p config; None for sv3d_u, which refuses any camera input.
+
+    config: an SV3DConfig or RuntimeConfig (its variant and conditioner). elevation: None (config default), one
+    value, or T values (degrees); azimuths: None (official default) or T values (degrees); preset: None / "default"
+    (constant elevation) or "dynamic" (sine elevation around one base elevation; no azimuths). Elevations must lie
+    in the config's elevation_range_deg. Raises OrbitError.
+    """
+    cond = config.conditioner
+    if cond.camera_embed_dim <= 0:
+        given = [k for k, v in (("elevation", elevation), ("azimuths", azimuths), ("orbit preset", preset))
+                 if v is not None]
+        if given:
+            raise OrbitError(f"this export is {config.variant}, which has no camera conditioning; camera options "
+                             f"cannot be used", expected="no elevation / azimuths / orbit preset",
+                             got=", ".join(given), hint="use an sv3d_p export for a camera orbit")
+        return None
+    preset = "default" if preset is None else preset
+    if preset not in ORBIT_PRESETS:
+        raise OrbitError("unknown orbit preset", expected=f"one of {sorted(ORBIT_PRESETS)}", got=repr(preset))
+    if preset == "default":                 # per-frame elevations and azimuths allowed
+        return make_orbit(num_frames, elevation=elevation, azimuths=azimuths,
+                          elevation_range=cond.elevation_range_deg, default_elevation_deg=cond.default_elevation_deg)
+    if azimuths is not None:
+        raise OrbitError(f"the {preset!r} orbit preset sets its own azimuths", expected="no azimuths",
+                         got=f"{np.asarray(azimuths).size} azimuths")
+    try:
+        base = np.atleast_1d(np.asarray(cond.default_elevation_deg if elevation is None else elevation,
+                                        dtype=np.float64))
+    except (TypeError, ValueError):
+        raise OrbitError("elevation must be a number", got=repr(elevation)) from None
+    if base.shape != (1,):
+        raise OrbitError(f"the {preset!r} orbit preset takes one base elevation", expected="a single value",
+                         got=f"{base.size} values")
+    if not np.isfinite(base[0]):
+        raise OrbitError("elevation must be finite", got=float(base[0]))
+    orbit = preset_orbit(preset, num_frames, float(base[0]), cond)
+    return make_orbit(num_frames, elevation=list(orbit.elevations_deg), azimuths=list(orbit.azimuths_deg),
+                      elevation_range=cond.elevation_range_deg)
 
 
 def orbit_to_radians(orbit: Orbit, polar_offset_deg: float) -> Tuple[np.ndarray, np.ndarray]:

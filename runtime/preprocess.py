@@ -24,7 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -40,6 +40,7 @@ MAX_INPUT_PIXELS = 8192 * 8192          # decompression-bomb guard; below Pillow
 REMBG_THUMBNAIL_SIZE = (768, 768)       # shrink before background removal (SVS:134)
 UINT16_MAX = 65535
 UINT8_MAX = 255
+IMAGE_RANGE_TOLERANCE = 1e-3            # a float image_m11 may exceed [-1, 1] by float rounding only
 
 # Pillow modes that carry an alpha channel, converted to RGBA; modes without one, converted to RGB.
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -248,3 +249,60 @@ def load_image(path: Union[str, os.PathLike], *, size: int, image_frame_ratio: O
         if err.path is None:                                        # add the file to the message
             raise InputImageError(str(err), path=path) from None
         raise
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# any image input -> the conditioning image of one export
+
+
+ImageInput = Union[str, os.PathLike, np.ndarray, PreprocessedImage]
+
+
+def prepare_image(config: Any, resolution: int, image: ImageInput, *,
+                  remove_background: str = "auto") -> PreprocessedImage:
+    """The conditioning image from a file path, a PreprocessedImage, or an array: (1, 3, S, S) / (3, S, S) float
+    in [-1, 1], (S, S, 3) uint8 RGB, or (H, W, 4) uint8 RGBA (centred and resized like a file).
+
+    config: an SV3DConfig or RuntimeConfig (its image_frame_ratio). Files go through :func:`load_image` (alpha ->
+    object, or background removal per ``remove_background``), resized to ``resolution``.
+    """
+    s = int(resolution)
+    shape = (1, 3, s, s)
+    if isinstance(image, PreprocessedImage):
+        pre = image
+    elif isinstance(image, (str, os.PathLike)):
+        if remove_background not in BACKGROUND_MODES:
+            raise InputImageError("invalid remove_background", expected=f"one of {BACKGROUND_MODES}",
+                                  got=repr(remove_background))
+        pre = load_image(image, size=s, image_frame_ratio=config.image_frame_ratio,
+                         remove_background=remove_background)
+    elif isinstance(image, np.ndarray):
+        pre = _array_image(config, s, image)
+    else:
+        raise InputImageError("unsupported image input",
+                              expected="a path, a PreprocessedImage or a numpy array", got=type(image).__name__)
+    if pre.image_m11.shape != shape:
+        raise InputImageError("conditioning image of the wrong size for this export", expected=shape,
+                              got=pre.image_m11.shape)
+    return pre
+
+
+def _array_image(config: Any, s: int, arr: np.ndarray) -> PreprocessedImage:
+    shape = (1, 3, s, s)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 4:
+        return preprocess_rgba(arr, size=s, image_frame_ratio=config.image_frame_ratio)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+        return PreprocessedImage(arr, uint8_to_m11(arr), (0, 0, arr.shape[1], arr.shape[0]), arr.shape[0])
+    if np.issubdtype(arr.dtype, np.floating) and arr.shape in (shape, shape[1:]):
+        m11 = np.asarray(arr, dtype=F32).reshape(shape)
+        if not np.all(np.isfinite(m11)):
+            raise InputImageError("the image array has non-finite values")
+        lo, hi = float(m11.min()), float(m11.max())
+        if lo < -1.0 - IMAGE_RANGE_TOLERANCE or hi > 1.0 + IMAGE_RANGE_TOLERANCE:
+            raise InputImageError("float image out of range", expected="values in [-1, 1] (x / 255 * 2 - 1)",
+                                  got=f"[{lo:.4g}, {hi:.4g}]")
+        rgb = np.clip((m11[0].transpose(1, 2, 0) + F32(1.0)) / F32(2.0), 0.0, 1.0) * UINT8_MAX
+        return PreprocessedImage(rgb.astype(np.uint8), m11, (0, 0, s, s), s)
+    raise InputImageError("unsupported image array",
+                          expected=f"float {shape} or {shape[1:]} in [-1, 1], uint8 ({s}, {s}, 3) RGB, or uint8 "
+                                   f"(H, W, 4) RGBA", got=f"{arr.dtype} {arr.shape}")

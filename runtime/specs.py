@@ -19,7 +19,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from configs.schema import SamplerConfig
+
 from .errors import GraphError
+from .sampling import edm_vscaling
 
 GRAPH_NAMES = ("clip_encoder", "vae_encoder", "unet", "vae_decoder")
 
@@ -101,19 +104,23 @@ class GraphSpec:
         return cls(name, tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
                    tuple(TensorSpec.from_dict(t) for t in d["outputs"]))
 
-    def example_inputs(self, seed: int = 0) -> Dict[str, np.ndarray]:
+    def example_inputs(self, seed: int = 0,
+                       sigma_range: Tuple[float, float] = (SamplerConfig.sigma_min, SamplerConfig.sigma_max)
+                       ) -> Dict[str, np.ndarray]:
         """Random inputs of the right names, shapes and dtypes (tracing and parity checks).
 
-        Values are drawn in ranges the pipeline actually feeds: images and latents ~N(0,1) clipped to [-1, 1] for
-        images, c_noise timesteps in [0.25 ln(sigma_min), 0.25 ln(sigma_max)] ~ [-1.6, 1.6].
+        Values are drawn in ranges the pipeline actually feeds: images uniform in [-1, 1], timesteps uniform over
+        the c_noise = 0.25 ln(sigma) of ``sigma_range`` (a config's sampler sigma_min, sigma_max; default the
+        schema's 0.002 and 700: about [-1.55, 1.64]), everything else standard normal.
         """
+        lo, hi = (float(edm_vscaling(s)[3]) for s in sigma_range)
         rng = np.random.default_rng(seed)
         out = {}
         for t in self.inputs:
             if t.name == "image":
                 a = rng.uniform(-1.0, 1.0, t.shape)
             elif t.name == "timesteps":
-                a = rng.uniform(-1.5, 1.6, t.shape)
+                a = rng.uniform(lo, hi, t.shape)
             else:
                 a = rng.standard_normal(t.shape)
             out[t.name] = a.astype(t.dtype)

@@ -133,7 +133,7 @@ def build_toy_export(folder, config: str = "sv3d_u_tiny", resolution: int = 64, 
     import onnx
 
     from configs import load_config
-    from runtime.manifest import GraphEntry, GraphFile, pipeline_constants, sha256_file
+    from runtime.manifest import GraphEntry, GraphFile, sha256_file
     from runtime.specs import ExportShapes, graph_specs
 
     cfg = load_config(config)
@@ -164,8 +164,7 @@ def build_toy_export(folder, config: str = "sv3d_u_tiny", resolution: int = 64, 
                 onnx.save(model, str(folder / rel))
             p = folder / rel
             graphs[fmt][name] = GraphEntry(spec, fmt, rel, (GraphFile(rel, sha256_file(p), p.stat().st_size),))
-    Manifest(root=folder, variant=cfg.variant, config=cfg.to_dict(), config_sha256=cfg.sha256(), shapes=shapes,
-             graphs=graphs, constants=pipeline_constants(cfg, shapes), created="toy export (tests)").save()
+    Manifest.create(folder, cfg, shapes, graphs, created="toy export (tests)").save()
     return folder, toy_numpy(cfg, weights)
 
 

@@ -259,3 +259,18 @@ def test_demo_exports_a_random_model_and_runs_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RANDOM" in proc.stderr and "Traceback" not in proc.stderr
     assert _files(out / "object") == _expected_files("object")
+
+
+def test_help_shows_the_config_defaults():
+    """No SV3D constant is typed into the help: the defaults shown are the schema's (= the bundled configs')."""
+    from configs.schema import SV3DConfig
+    from runtime.cli import build_parser
+
+    cfg = SV3DConfig()
+    text = " ".join(build_parser().format_help().split())
+    for flag, value in (("--steps", cfg.sampler.num_steps), ("--seed", cfg.seed),
+                        ("--guider", cfg.guider.kind), ("--min-scale", f"{cfg.guider.min_scale:g}"),
+                        ("--max-scale", f"{cfg.guider.max_scale:g}"),
+                        ("--elevation", f"{cfg.conditioner.default_elevation_deg:g}")):
+        start = text.index(f"{flag} ", text.index("options:"))
+        assert f"{value} officially" in text[start:start + 400], flag

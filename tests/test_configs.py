@@ -75,6 +75,10 @@ def _base():
     (lambda d: d["unet"].update(attention_resolutions=[16]), "is no level's down-sampling factor"),
     (lambda d: d["clip"].update(mean=[0.5, 0.5]), "expected 3 values, got 2"),
     (lambda d: d.update(num_frames=True), "num_frames: expected an integer, got bool"),
+    (lambda d: d["guider"].update(triangle_period=0.0), "guider.triangle_period must be > 0"),
+    (lambda d: d["conditioner"].update(dynamic_elevation_amplitude_deg=85.0),
+     "keep the dynamic orbit around the default elevation (10.0 +- 85.0) within elevation_range_deg"),
+    (lambda d: d["conditioner"].update(default_elevation_deg=95.0), "must lie in elevation_range_deg"),
 ])
 def test_invalid_configs_name_the_field(mutate, message):
     d = _base()
@@ -107,3 +111,24 @@ def test_json_round_trip_and_hash():
     again = config_from_dict(cfg.to_dict())
     assert again == cfg and again.sha256() == cfg.sha256()
     assert load_config("sv3d_u").sha256() != cfg.sha256()
+
+
+def test_runtime_config_is_the_runtime_part_of_the_config():
+    """The runtime section of a manifest; the schema defaults (shown by the CLI help) are the official values."""
+    from configs import RuntimeConfig, SV3DConfig, runtime_config_from_dict
+
+    for name in ("sv3d_u", "sv3d_p", "sv3d_u_tiny", "sv3d_p_tiny"):
+        cfg = load_config(name)
+        r = cfg.runtime_config()
+        assert isinstance(r, RuntimeConfig) and runtime_config_from_dict(r.to_dict()) == r
+        assert (r.sampler, r.guider, r.conditioner, r.seed) == (cfg.sampler, cfg.guider, cfg.conditioner, cfg.seed)
+        assert r.latent_size(576) == cfg.latent_size() == 72
+    assert SV3DConfig().runtime_config() == load_config("sv3d_u").runtime_config()
+    p = load_config("sv3d_p")
+    assert p.runtime_config().has_camera and p.conditioner.dynamic_elevation_amplitude_deg == 20.0
+    with pytest.raises(ConfigError, match="sv3d_u has no camera conditioning"):
+        RuntimeConfig(**{**{f: getattr(p.runtime_config(), f) for f in ("latent_channels", "latent_factor",
+                                                                         "scale_factor", "seed",
+                                                                         "image_frame_ratio", "conditioner",
+                                                                         "sampler", "guider")},
+                         "variant": "sv3d_u"})

@@ -77,8 +77,8 @@ def test_manifest_is_the_spec_contract(exports, oracle, variant):
         for name in GRAPH_NAMES:
             assert m.entry(fmt, name).spec == specs[name]
         m.verify_files(fmt)                                   # sizes and sha256 of every file
-    assert m.constants["latent_size"] == RESOLUTION // cfg.latent_factor
-    assert m.constants["decode_chunk"] == DECODE_CHUNK and m.constants["scale_factor"] == cfg.scale_factor
+    assert m.runtime == cfg.runtime_config() and m.runtime.scale_factor == cfg.scale_factor
+    assert m.runtime.latent_size(m.shapes.resolution) == RESOLUTION // cfg.latent_factor
     assert {"mindspore", "onnx", "onnxruntime", "numpy", "python"} <= set(m.tools)
     assert m.source["bytes"] == checkpoint(oracle, variant).stat().st_size
     assert not list(exports[variant].rglob(".scratch")), "scratch files were published"

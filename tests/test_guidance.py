@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from runtime.guidance import GUIDANCE_KINDS, apply_guidance, guidance_scales, split_cfg_batch
+from configs.schema import GUIDERS
+from runtime.guidance import apply_guidance, guidance_scales, split_cfg_batch
 from tests.conftest import rel_l2
 
 CASES = (("sv3d_u_64", "sv3d_u_tiny"), ("sv3d_p_64_default", "sv3d_p_tiny"))
@@ -41,7 +42,7 @@ def test_linear_and_constant_scales():
     assert np.all(np.diff(lin) > 0)
     const = guidance_scales("constant", 5, 1.0, 3.0)
     assert const.dtype == np.float32 and const.tolist() == [3.0] * 5
-    assert set(GUIDANCE_KINDS) == {"triangle", "linear", "constant"}
+    assert set(GUIDERS) == {"triangle", "linear", "constant"}
 
 
 def test_scales_reject_bad_arguments():

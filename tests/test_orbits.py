@@ -6,8 +6,7 @@ import pytest
 
 from configs import load_config
 from runtime.errors import OrbitError
-from runtime.orbits import (DYNAMIC_ELEVATION_AMPLITUDE_DEG, ORBIT_PRESETS, Orbit, default_orbit, make_orbit,
-                            orbit_to_radians, preset_orbit)
+from runtime.orbits import ORBIT_PRESETS, Orbit, default_orbit, make_orbit, orbit_to_radians, preset_orbit
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +50,13 @@ def test_unsorted_azimuths_keep_their_order(cond):
 
 def test_dynamic_preset(cond):
     base = cond.default_elevation_deg
-    orbit = preset_orbit("dynamic", 21, base)
+    orbit = preset_orbit("dynamic", 21, base, cond)
     elev = np.asarray(orbit.elevations_deg)
+    amplitude = cond.dynamic_elevation_amplitude_deg            # 20 deg in every bundled config
+    assert amplitude == 20.0 and preset_orbit("dynamic", 21, base) == orbit   # the schema default is the same
     assert elev[-1] == base                                     # the input view keeps the base elevation
-    assert np.isclose(elev.max(), base + DYNAMIC_ELEVATION_AMPLITUDE_DEG, atol=0.5)
-    assert np.isclose(elev.min(), base - DYNAMIC_ELEVATION_AMPLITUDE_DEG, atol=0.5)
+    assert np.isclose(elev.max(), base + amplitude, atol=0.5)
+    assert np.isclose(elev.min(), base - amplitude, atol=0.5)
     assert len(set(np.round(elev, 6))) > 2                       # it does vary along the orbit
     assert orbit.azimuths_deg == default_orbit(21, base).azimuths_deg
     assert preset_orbit("default", 21, base) == default_orbit(21, base)
@@ -64,6 +65,8 @@ def test_dynamic_preset(cond):
         preset_orbit("dynamic", 21, 80.0)                       # 80 + 20 > 90
     with pytest.raises(OrbitError, match="unknown orbit preset: expected one of"):
         preset_orbit("spiral", 21, base)
+    wide = preset_orbit("dynamic", 21, base, cond.__class__(dynamic_elevation_amplitude_deg=40.0))
+    assert np.isclose(max(wide.elevations_deg), base + 40.0, atol=1.0)   # the amplitude comes from the config
 
 
 @pytest.mark.parametrize("kwargs,message", [

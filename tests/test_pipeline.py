@@ -116,6 +116,82 @@ def test_sampling_feeds_and_latents_match_reference(case_data, case, unet_batch)
     assert result.seed is None
 
 
+@pytest.mark.parametrize("unet_batch", [2 * T, T], ids=["one_call_2T", "two_calls_T"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_step_callback_carries_the_reference_trajectory(case_data, case, unet_batch):
+    """What a parity debugger needs arrives through the callback: sigma, the step's input, the raw [uc ; c] and
+    the guided denoised batch, each against the reference's 4-step trajectory."""
+    _, inputs, ref = case_data(case)
+    pipe = replay_pipeline(case, inputs, ref, load_config(CASES[case]), unet_batch)
+    seen = []
+    pipe.generate(inputs["image_m11"], num_steps=4, noise=_noise(inputs), callback=seen.append)
+    assert [s["step"] for s in seen] == [0, 1, 2, 3]
+    for k, s in enumerate(seen):
+        assert s["sigma"] == float(ref["traj4_sigma"][k])
+        assert s["denoised_raw"].shape == (2 * T, 4, 8, 8) and s["denoised"].shape == (T, 4, 8, 8)
+        assert rel_l2(s["x"], ref["traj4_x"][k]) < 1e-6
+        assert rel_l2(s["denoised_raw"], ref["traj4_denoised_raw"][k]) < 1e-6
+        assert rel_l2(s["denoised"], ref["traj4_denoised_guided"][k]) < 1e-6
+        assert s["graph_s"] >= 0 and s["glue_s"] >= 0 and s["step_s"] == pytest.approx(s["graph_s"] + s["glue_s"])
+    assert rel_l2(seen[-1]["latent"], ref["latents_4"]) < 1e-6
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_conditioning_method_matches_reference(case_data, case):
+    """pipe.conditioning: the embedding, latent and vector of generate, without sampling or wrapped runners."""
+    _, inputs, ref = case_data(case)
+    pipe = replay_pipeline(case, inputs, ref, load_config(CASES[case]), 2 * T)
+    cond = pipe.conditioning(inputs["image_m11"], noise=_noise(inputs))
+    assert pipe.runners["unet"].calls == 0 and pipe.runners["vae_decoder"].calls == 0
+    np.testing.assert_array_equal(cond.embedding, ref["clip_embedding"].reshape(1, -1))
+    np.testing.assert_array_equal(cond.latent, ref["cond_latent"])
+    branches = cond.branches()
+    assert sorted(branches) == sorted(["c_crossattn", "uc_crossattn", "c_concat", "uc_concat", "c_vector",
+                                       "uc_vector"])
+    for key, value in branches.items():
+        if key.endswith("vector"):
+            np.testing.assert_allclose(value, ref[key], rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(value, ref[key])
+
+
+def test_options_are_resolved_once_and_frozen():
+    import dataclasses
+
+    from runtime.options import GenerationOptions, OptionNames
+
+    pipe = toy_pipeline("sv3d_p_tiny")
+    cfg = load_config("sv3d_p_tiny")
+    opts = pipe.resolve_options(num_steps=3, seed=7, elevation=5.0, preset="dynamic")
+    assert isinstance(opts, GenerationOptions)
+    assert (opts.num_steps, opts.seed, opts.guider) == (3, 7, cfg.guider.kind)
+    assert (opts.min_scale, opts.max_scale) == (cfg.guider.min_scale, cfg.guider.max_scale)
+    assert opts.sigmas.shape == (4,) and opts.scales.shape == (T,) and opts.polars_rad.shape == (T,)
+    assert opts.orbit == pipe.make_orbit(elevation=5.0, preset="dynamic")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.num_steps = 5
+    with pytest.raises(ValueError, match="read-only"):
+        opts.sigmas[0] = 1.0
+    # generate(options=...) is generate(...) with the same values
+    image = np.zeros((1, 3, S, S), np.float32)
+    a = pipe.generate(image, options=opts)
+    b = pipe.generate(image, num_steps=3, seed=7, orbit=opts.orbit)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    assert a.orbit == opts.orbit and a.num_steps == 3 and a.seed == 7
+    with pytest.raises(SV3DError, match=r"options given twice: expected options= or the separate arguments, "
+                                        r"got \['num_steps'\]"):
+        pipe.generate(image, options=opts, num_steps=3)
+    # one check per value, worded as the caller spells the option
+    with pytest.raises(SV3DError, match=r"invalid --steps: expected an integer in \[1, 1000\]"):
+        pipe.resolve_options(num_steps=1001, names=OptionNames(steps="--steps"))
+    with pytest.raises(SV3DError, match="invalid max_scale: expected a number in"):
+        pipe.resolve_options(max_scale=float("nan"))
+    with pytest.raises(SV3DError, match="expected min_scale <= max_scale, got min_scale 3 > max_scale 2.5"):
+        pipe.resolve_options(min_scale=3.0)
+    with pytest.raises(OrbitError, match="an Orbit and orbit values given together"):
+        pipe.resolve_options(orbit=opts.orbit, elevation=5.0)
+
+
 @pytest.mark.parametrize("decode_chunk", [14, 8, 21, 1])
 def test_decoder_chunks_and_postprocess_match_reference(case_data, decode_chunk):
     _, inputs, ref = case_data("sv3d_u_64")

@@ -44,8 +44,7 @@ def encoder_graphs(oracle, tmp_path_factory):
         graphs = {fmt: {"vae_encoder": GraphEntry(spec, fmt, _rel(m, out), _files(files, out),
                                                   form if fmt == "onnx" else "plain")}
                   for fmt, (m, files, _) in written.items()}
-        Manifest(root=out, variant="sv3d_u", config=p.cfg.to_dict(), config_sha256=p.cfg.sha256(), shapes=p.shapes,
-                 graphs=graphs).save(out)
+        Manifest.create(out, p.cfg, p.shapes, graphs).save(out)
         folders[form] = out
     return folders
 
