@@ -93,34 +93,14 @@ def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool], 
 
 
 def run_options(threads: int, arena: Optional[bool], precision: str = "auto", cache_dir: Optional[str] = None):
-    """runtime.backends.RunOptions for a run; the arena setting goes through RunOptions.cpu_mem_arena where the
-    runtime has it, else (older runtime: arena always on) '@noarena' patches onnxruntime in this process."""
-    import dataclasses
-
+    """runtime.backends.RunOptions for a run; `arena` (from '@arena' / '@noarena') sets cpu_mem_arena, None keeps
+    the runtime's default."""
     from runtime import RunOptions
 
     kwargs = {"intra_op_threads": threads, "precision": precision, "cache_dir": cache_dir}
     if arena is not None:
-        if "cpu_mem_arena" in {f.name for f in dataclasses.fields(RunOptions)}:
-            kwargs["cpu_mem_arena"] = arena
-        elif not arena:
-            _ort_without_arena()
+        kwargs["cpu_mem_arena"] = arena
     return RunOptions(**kwargs)
-
-
-def _ort_without_arena() -> None:
-    """Make every onnxruntime.InferenceSession of this process run without the CPU memory arena."""
-    import onnxruntime as ort
-
-    original = ort.InferenceSession
-
-    class Session(original):
-        def __init__(self, path, sess_options=None, *args, **kwargs):
-            sess_options = sess_options or ort.SessionOptions()
-            sess_options.enable_cpu_mem_arena = False
-            super().__init__(path, sess_options, *args, **kwargs)
-
-    ort.InferenceSession = Session
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -192,6 +192,25 @@ def _files(paths: List[Path], root: Path) -> Tuple[GraphFile, ...]:
     return tuple(GraphFile(_rel(p, root), sha256_file(p), p.stat().st_size) for p in paths)
 
 
+def graph_entry(spec: GraphSpec, fmt: str, model: Path, files: List[Path], root: Path,
+                form: str = "plain") -> GraphEntry:
+    """The manifest entry of a graph written under `root`: its model file and every file, checksummed."""
+    return GraphEntry(spec, fmt, _rel(model, root), _files(files, root), form)
+
+
+def write_manifest(folder: Path, cfg: SV3DConfig, shapes: ExportShapes,
+                   graphs: Dict[str, Dict[str, GraphEntry]], **provenance) -> Manifest:
+    """Write `folder`/manifest.json for `graphs` ({format: {graph name: entry}}) of `cfg` at `shapes`, then read it
+    back as the runtime will and check the size of every file it lists; returns what was read. Every field the
+    config and shapes determine is filled here; `provenance` is the rest (tools, source, created, parity). The
+    exporter and the tests' toy export (tests/helpers.py) both write their manifests through this function."""
+    Manifest.create(folder, cfg, shapes, graphs, **provenance).save(folder)
+    check = Manifest.load(folder)
+    for fmt in check.formats():
+        check.verify_files(fmt, tuple(check.graphs[fmt]), checksums=False)
+    return check
+
+
 def _peak_rss(who: int = resource.RUSAGE_SELF) -> int:
     """Peak resident memory of this process (RUSAGE_SELF) or of its largest finished worker (RUSAGE_CHILDREN)."""
     return resource.getrusage(who).ru_maxrss * 1024        # Linux reports KiB
@@ -333,7 +352,7 @@ class Exporter:
         entries = {}
         for fmt, (model, files, t_write) in written.items():
             form = p.onnx_form if fmt == "onnx" else "plain"
-            entry = GraphEntry(spec, fmt, _rel(model, self.root), _files(files, self.root), form)
+            entry = graph_entry(spec, fmt, model, files, self.root, form)
             size = sum(f.bytes for f in entry.files)
             report["formats"][fmt] = {"model_file": entry.model_file, "bytes": size, "files": len(entry.files),
                                       "export_seconds": round(t_write, 3),
@@ -415,18 +434,14 @@ def run(p: Plan) -> ExportResult:
             log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {_peak_rss() / 1e9:.2f} GB, "
                      f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
-        manifest = Manifest.create(
-            p.out, p.cfg, p.shapes, graphs, tools=_tools(),
+        write_manifest(                                 # read back as the runtime will, before publishing
+            root, p.cfg, p.shapes, graphs, tools=_tools(),
             source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,
                     "reference": "eager MindSpore Cell (PyNative, float32 weights)",
                     "metric": "relative L2 ||graph - eager|| / ||eager|| on spec.example_inputs(seed)",
                     "graphs": reports})
-        manifest.save(root)
-        check = Manifest.load(root)                     # what the runtime will read, read back before publishing
-        for fmt in check.formats():
-            check.verify_files(fmt, checksums=False)
         interrupts.checkpoint()                         # never publish once a signal arrived
         staging.publish(root, p.out, p.overwrite)
     except BaseException:

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the reference data lives, and relative-L2 comparison."""
+"""Shared fixtures: where the reference data lives, its cases, and the exports reused across modules (built once
+per session). Plain helpers (rel_l2, REPO, the toy export) are in tests/helpers.py."""
 from __future__ import annotations
 
 import os
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 
 from runtime.backends.onednn import cap_onednn_isa  # noqa: E402
+from tests.helpers import REPO
 
 # MindSpore's oneDNN picks a reference 3x3 convolution on AVX-512 CPUs; capped at AVX2 it takes the jit gemm path
 # (benchmarks/README.md section 3). Before MindSpore's first oneDNN op; only speed and float rounding change.
 cap_onednn_isa()
 
-REPO = Path(__file__).resolve().parents[1]
 ORACLE_ENV = "SV3D_ORACLE_DIR"
 DEFAULT_ORACLE = REPO.parent / "shared" / "reference" / "oracle"
+ORACLE_EXPORT_RESOLUTION = 64      # the oracle's 64 px cases (sv3d_u_64, sv3d_p_64_default)
 
 
 def oracle_dir() -> Path:
@@ -45,16 +47,6 @@ def pynative():
     ms.set_context(mode=previous)
 
 
-def rel_l2(a, b) -> float:
-    """||a - b|| / ||b|| in float64."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shape mismatch: got {a.shape}, reference {b.shape}")
-    den = np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / (den if den > 0 else 1.0))
-
-
 @pytest.fixture(scope="session")
 def case_data(oracle):
     """case_data(name) -> (case_json, inputs npz dict, reference npz dict), cached."""
@@ -73,3 +65,36 @@ def case_data(oracle):
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def toy_export(tmp_path_factory):
+    """(folder, numpy reference functions) of the sv3d_u_tiny toy export (tests/helpers.py), MindIR and ONNX,
+    written once per session. Shared: a test that edits an export works on a copy."""
+    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
+    pytest.importorskip("onnx")
+    from tests.helpers import build_toy_export
+
+    return build_toy_export(tmp_path_factory.mktemp("toy") / "export")
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory) -> Path:
+    """The session's export cache (benchmarks/exporting.py layout): one folder per config, shapes and formats."""
+    return tmp_path_factory.mktemp("export_cache")
+
+
+@pytest.fixture(scope="session")
+def oracle_export(oracle, export_cache):
+    """oracle_export(config) -> folder: the oracle's tiny checkpoint of `config` (sv3d_u_tiny, sv3d_p_tiny)
+    exported at 64 px to MindIR and (fused) ONNX with the gate off, once per session and config, into
+    `export_cache` (so benchmarks.exporting.ensure_export with these settings finds it). Shared by the tests that
+    run an export (export tier); one that edits it works on a copy."""
+    pytest.importorskip("mindspore", reason="exporting needs mindspore")
+    from benchmarks.exporting import ensure_export
+
+    def get(config: str) -> Path:
+        return ensure_export(config, oracle / config / "checkpoint.safetensors", cache=export_cache,
+                             resolution=ORACLE_EXPORT_RESOLUTION, parity="off")
+
+    return get

@@ -1,12 +1,9 @@
-"""Backends over a toy export: four small graphs with the real SV3D graph contracts (names, shapes), exported by
-MindSpore to MindIR and ONNX with a manifest, plus the same functions in numpy as the reference.
-
-The toy graphs use every input with its own weights, so a wrong name-to-position binding changes the numbers.
-`build_toy_export` is also used by tests/test_cli.py (fast CLI runs without the real models).
+"""Backends over the toy export (tests/helpers.py, the session's `toy_export`): four small graphs with the real SV3D
+graph contracts (names, shapes), exported by MindSpore to MindIR and ONNX with a manifest, plus the same functions
+in numpy as the reference.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import types
@@ -18,170 +15,19 @@ import pytest
 from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_available, check_engine_inputs,
                               graph_input_name, load_graph, load_graphs, resolve_backend)
 from runtime.errors import GraphError, SV3DError
-from runtime.manifest import MANIFEST_NAME, Manifest
+from runtime.manifest import Manifest
 from runtime.specs import GRAPH_NAMES
+from tests.helpers import REPO, edit_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-TOY_SEED = 7
 # MindSpore's CPU tanh/matmul kernels differ from float64 numpy by up to ~1e-4 on the toy graphs; ORT by ~1e-6.
 TOY_TOL = {"onnxruntime": 1e-5, "mindspore": 3e-4}
 LOCAL_BACKENDS = ("onnxruntime", "mindspore")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# toy export
-
-
-def toy_weights(cfg):
-    rng = np.random.default_rng(TOY_SEED)
-    d, v, zc = cfg.unet.context_dim, cfg.conditioner.vector_dim, cfg.latent_channels
-
-    def w(*shape):
-        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
-
-    return {"clip_w": w(3, d), "enc_w": w(3, zc), "unet_x": w(2 * zc, zc), "unet_t": w(1, zc)[0],
-            "unet_c": w(d, zc), "unet_y": w(v, zc), "dec_w": w(zc, 3)}
-
-
-def toy_numpy(cfg, weights):
-    """The toy graphs in float64 numpy: {graph name: f(**feeds) -> output}."""
-    f = cfg.latent_factor
-    inv = 1.0 / cfg.scale_factor
-
-    def clip(image):
-        return np.tanh(image.mean(axis=(2, 3)) @ weights["clip_w"])
-
-    def enc(image):
-        b, c, s, _ = image.shape
-        pooled = image.reshape(b, c, s // f, f, s // f, f).mean(axis=(3, 5))
-        return (pooled.transpose(0, 2, 3, 1) @ weights["enc_w"]).transpose(0, 3, 1, 2)
-
-    def unet(x, timesteps, context, y):
-        b = x.shape[0]
-        h = x.transpose(0, 2, 3, 1) @ weights["unet_x"]
-        extra = (timesteps[:, None] * weights["unet_t"][None] + context.reshape(b, -1) @ weights["unet_c"]
-                 + y @ weights["unet_y"])
-        return np.tanh(h + extra[:, None, None, :]).transpose(0, 3, 1, 2)
-
-    def dec(latent):
-        img = np.tanh((latent * inv).transpose(0, 2, 3, 1) @ weights["dec_w"])
-        img = np.repeat(np.repeat(img, f, axis=1), f, axis=2)
-        return img.transpose(0, 3, 1, 2)
-
-    return {"clip_encoder": clip, "vae_encoder": enc, "unet": unet, "vae_decoder": dec}
-
-
-def _toy_cells(cfg, weights):
-    import mindspore as ms
-    from mindspore import nn, ops
-
-    f = cfg.latent_factor
-    inv = float(1.0 / cfg.scale_factor)
-
-    def param(a):
-        return ms.Parameter(ms.Tensor(a), requires_grad=False)
-
-    class Clip(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.w = param(weights["clip_w"])
-
-        def construct(self, image):
-            return ops.tanh(ops.matmul(image.mean(axis=(2, 3)), self.w))
-
-    class Enc(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.w = param(weights["enc_w"])
-
-        def construct(self, image):
-            b, c, s, _ = image.shape
-            pooled = image.reshape(b, c, s // f, f, s // f, f).mean(axis=(3, 5))
-            return ops.matmul(pooled.transpose(0, 2, 3, 1), self.w).transpose(0, 3, 1, 2)
-
-    class Unet(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.wx, self.wt = param(weights["unet_x"]), param(weights["unet_t"])
-            self.wc, self.wy = param(weights["unet_c"]), param(weights["unet_y"])
-
-        def construct(self, x, timesteps, context, y):
-            b = x.shape[0]
-            h = ops.matmul(x.transpose(0, 2, 3, 1), self.wx)
-            extra = (timesteps.reshape(b, 1) * self.wt.reshape(1, -1) + ops.matmul(context.reshape(b, -1), self.wc)
-                     + ops.matmul(y, self.wy))
-            return ops.tanh(h + extra.reshape(b, 1, 1, -1)).transpose(0, 3, 1, 2)
-
-    class Dec(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.w = param(weights["dec_w"])
-
-        def construct(self, latent):
-            n, c, h, w = latent.shape
-            img = ops.tanh(ops.matmul((latent * inv).transpose(0, 2, 3, 1), self.w))
-            img = ops.broadcast_to(img.reshape(n, h, 1, w, 1, 3), (n, h, f, w, f, 3)).reshape(n, h * f, w * f, 3)
-            return img.transpose(0, 3, 1, 2)
-
-    return {"clip_encoder": Clip, "vae_encoder": Enc, "unet": Unet, "vae_decoder": Dec}
-
-
-def build_toy_export(folder, config: str = "sv3d_u_tiny", resolution: int = 64, unet_batch=None,
-                     decode_chunk: int = 14, formats=("mindir", "onnx")):
-    """Write a toy export (graphs + manifest) into ``folder``; returns (folder, numpy reference functions)."""
-    import mindspore as ms
-    import onnx
-
-    from configs import load_config
-    from runtime.manifest import GraphEntry, GraphFile, sha256_file
-    from runtime.specs import ExportShapes, graph_specs
-
-    cfg = load_config(config)
-    t = cfg.num_frames
-    shapes = ExportShapes(resolution, t, unet_batch or 2 * t, decode_chunk)
-    specs = graph_specs(cfg, shapes)
-    weights = toy_weights(cfg)
-    cells = _toy_cells(cfg, weights)
-    folder = Path(folder)
-    graphs = {}
-    for fmt in formats:
-        (folder / fmt).mkdir(parents=True, exist_ok=True)
-        graphs[fmt] = {}
-        for name, spec in specs.items():
-            args = [ms.Tensor(a) for a in spec.example_inputs().values()]
-            cell = cells[name]()                         # a fresh Cell per export (MINDSPORE_NOTES.md)
-            if fmt == "mindir":
-                ms.export(cell, *args, file_name=str(folder / fmt / name), file_format="MINDIR")
-                rel = f"{fmt}/{name}.mindir"
-            else:
-                rel = f"{fmt}/{name}.onnx"
-                ms.onnx.export(cell, *args, file_name=str(folder / rel))
-                model = onnx.load(str(folder / rel))   # name the output as the spec does
-                old, new = model.graph.output[0].name, spec.outputs[0].name
-                for node in model.graph.node:
-                    node.output[:] = [new if o == old else o for o in node.output]
-                model.graph.output[0].name = new
-                onnx.save(model, str(folder / rel))
-            p = folder / rel
-            graphs[fmt][name] = GraphEntry(spec, fmt, rel, (GraphFile(rel, sha256_file(p), p.stat().st_size),))
-    Manifest.create(folder, cfg, shapes, graphs, created="toy export (tests)").save()
-    return folder, toy_numpy(cfg, weights)
-
-
-def edit_manifest(folder, fn) -> None:
-    """Apply ``fn`` to the manifest JSON of ``folder`` in place."""
-    path = Path(folder) / MANIFEST_NAME
-    d = json.loads(path.read_text())
-    fn(d)
-    path.write_text(json.dumps(d))
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
-    pytest.importorskip("onnx")
-    folder, ref = build_toy_export(tmp_path_factory.mktemp("toy") / "export")
-    return folder, ref
+def toy(toy_export):
+    """(folder, numpy reference functions): the session's toy export; tests that edit it work on a _copy."""
+    return toy_export
 
 
 def _copy(folder, tmp_path) -> Path:
@@ -406,65 +252,6 @@ def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy):
         pytest.skip("this mindspore runs on GPU")
     runner = load_graph(m, "clip_encoder", backend="mindspore")            # the process still works on CPU
     assert runner.run(runner.spec.example_inputs())["embedding"].shape == (1, 32)
-
-
-@pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_load_file_is_load_graph_without_a_manifest(toy, backend):
-    """export/checks.py loads files before any manifest lists them: same loader, same numbers, and the file's
-    declared inputs/outputs recorded for its field-by-field check."""
-    from runtime.backends import backend_format, load_file
-
-    m = Manifest.load(toy[0])
-    entry = m.entry(backend_format(backend), "unet")
-    runner = load_file(m.root / entry.model_file, entry.spec, backend=backend)
-    feeds = entry.spec.example_inputs(seed=3)
-    np.testing.assert_array_equal(runner.run(feeds)["out"], load_graph(m, "unet", backend=backend).run(feeds)["out"])
-    ins, outs = runner.declared
-    assert [(graph_input_name(n), tuple(d), t) for n, d, t in ins] == [(t.name, t.shape, t.dtype)
-                                                                      for t in entry.spec.inputs]
-    assert len(outs) == len(entry.spec.outputs)
-    with pytest.raises(GraphError, match="cannot load"):
-        load_file(m.root / "missing.file", entry.spec, backend=backend)
-
-
-def test_dtype_table_matches_the_engines():
-    """runtime/specs.py DTYPES, each spelling against the tool's own enum (a wrong code refuses every graph)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    from safetensors.numpy import save
-
-    from runtime.specs import DTYPES, dtype_name, dtype_where
-
-    for d in DTYPES.values():
-        assert helper.tensor_dtype_to_np_dtype(d.onnx) == np.dtype(d.name)
-        x = helper.make_tensor_value_info("x", d.onnx, [1])
-        y = helper.make_tensor_value_info("y", d.onnx, [1])
-        model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
-                                  opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = 8
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        assert sess.get_inputs()[0].type == d.ort
-        raw = save({"a": np.zeros(1, d.name)})
-        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-        assert header["a"]["dtype"] == d.safetensors
-        assert dtype_where("cli", d.cli) is d and dtype_name("ort", d.ort) == d.name
-    assert dtype_where("onnx", TensorProto.INT64) is None and dtype_name("onnx", TensorProto.INT64) == "onnx 7"
-    try:
-        import mindspore as ms
-        from mindspore.train.mind_ir_pb2 import TensorProto as MindIRTensor
-    except ImportError:
-        pass
-    else:
-        for d in DTYPES.values():
-            assert ms.dtype_to_nptype(getattr(ms, d.mindspore)) == np.dtype(d.name)
-            assert MindIRTensor.DataType.Name(d.mindir) == {"float32": "FLOAT", "float16": "FLOAT16"}[d.name]
-    try:
-        import openvino as ov
-    except ImportError:
-        pass
-    else:
-        for d in DTYPES.values():
-            assert ov.Type(np.dtype(d.name)).get_type_name() == d.openvino
 
 
 def test_threads_option_reaches_onnxruntime(toy):

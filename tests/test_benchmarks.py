@@ -227,18 +227,20 @@ STAGES = ("clip_encoder", "vae_encoder", "unet_call", "vae_decoder_chunk", "unet
 
 
 @pytest.fixture(scope="module")
-def tiny_export(oracle, tmp_path_factory):
+def tiny_export(oracle, oracle_export, export_cache):
+    """The session's sv3d_u_tiny export (tests/conftest.py), then found again in its cache by ensure_export."""
     from benchmarks.exporting import ensure_export
 
-    cache = tmp_path_factory.mktemp("bench_cache")
+    cache = export_cache
     ckpt = oracle / "sv3d_u_tiny" / "checkpoint.safetensors"
-    out = ensure_export("sv3d_u_tiny", ckpt, cache=cache, resolution=64, parity="off")
+    out = oracle_export("sv3d_u_tiny")
     stamp = (out / "manifest.json").stat().st_mtime_ns
     assert ensure_export("sv3d_u_tiny", ckpt, cache=cache, resolution=64, parity="off") == out   # cache hit
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
     return out
 
 
+@pytest.mark.export
 def test_harness_smoke(tiny_export, tmp_path):
     import json
 

@@ -9,7 +9,7 @@ from configs import load_config
 from models.checkpoint import CheckpointError, bf16_to_float32, CheckpointReader, read_header, skipped_tensors
 from models.components import COMPONENTS, component_keys, official_keys
 from models.random_checkpoint import main as random_main, write_random_checkpoint
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _tsv(path):

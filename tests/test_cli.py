@@ -1,4 +1,4 @@
-"""``python -m runtime`` end to end on toy exports (tests/test_backends.py), and every user-error path:
+"""``python -m runtime`` end to end on toy exports (tests/helpers.py), and every user-error path:
 one message on stderr, non-zero exit, no traceback, no partial output."""
 from __future__ import annotations
 
@@ -14,17 +14,15 @@ import pytest
 from runtime.cli import main
 from runtime.outputs import TMP_PREFIX
 from runtime.sample_data import sample_image_path
-from tests.test_backends import build_toy_export
+from tests.helpers import REPO, build_toy_export
 
-REPO = Path(__file__).resolve().parents[1]
 T = 21
 STEPS = "3"
 
 
 @pytest.fixture(scope="module")
-def toy_u(tmp_path_factory):
-    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
-    return build_toy_export(tmp_path_factory.mktemp("cli_u") / "export", "sv3d_u_tiny")[0]
+def toy_u(toy_export):
+    return toy_export[0]
 
 
 @pytest.fixture(scope="module")

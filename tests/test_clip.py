@@ -8,7 +8,7 @@ import pytest
 
 from configs import load_config
 from models.clip_preprocess import antialias_kernel, preprocess, resize_matrix
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 TOL = 1e-4           # oracle/README.md: fp32 implementation, every float key below 1e-4 relative L2
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model."

@@ -10,7 +10,7 @@ from configs import load_config
 from runtime.conditioning import timestep_embedding, vector_conditioning
 from runtime.errors import OrbitError
 from runtime.orbits import default_orbit, orbit_to_radians
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 TOL = 1e-6
 ULP_NEAR_ONE = float(np.spacing(np.float32(1.0)))

@@ -23,8 +23,9 @@ from configs import load_config
 from runtime.errors import GraphError
 from runtime.manifest import MANIFEST_NAME, Manifest
 from runtime.specs import GRAPH_NAMES, ExportShapes, graph_specs
-from tests.conftest import REPO, rel_l2
+from tests.helpers import REPO, rel_l2
 
+pytestmark = pytest.mark.export          # the export tier: every test exports or runs `python -m export`
 RESOLUTION = 64
 DECODE_CHUNK = 2
 TOL = {"float32": 1e-4, "float16": 1e-2}       # oracle/README.md "How close is close enough"

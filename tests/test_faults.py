@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from configs.limits import LIMITS
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 RESOLUTION = "64"
 TIMEOUT = 120
@@ -145,11 +145,8 @@ def export_args(oracle: Path, out: Path, *extra) -> list:
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
-    from tests.test_backends import build_toy_export
-
-    return build_toy_export(tmp_path_factory.mktemp("faults") / "export", "sv3d_u_tiny")[0]
+def toy(toy_export):
+    return toy_export[0]
 
 
 def image() -> str:
@@ -161,6 +158,7 @@ def image() -> str:
 # ---------------------------------------------------------------------------- 1, 2. interruption (Ctrl-C, TERM)
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("isolate, sig", [("off", signal.SIGINT), ("on", signal.SIGINT), ("off", signal.SIGTERM)])
 def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
     """Ctrl-C (to the whole process group, workers included) once MindSpore has compiled and run a graph, i.e.
@@ -220,6 +218,7 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
 # --------------------------------------------------------------------------------------- 3. killed processes
 
 
+@pytest.mark.export
 def test_sigkill_of_export_parent_leaves_no_worker(oracle, tmp_path):
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)
@@ -241,6 +240,7 @@ def test_sigkill_of_export_parent_leaves_no_worker(oracle, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
+@pytest.mark.export
 def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)

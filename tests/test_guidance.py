@@ -7,7 +7,7 @@ import pytest
 from configs import load_config
 from configs.schema import GUIDERS
 from runtime.guidance import apply_guidance, guidance_scales, split_cfg_batch
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 CASES = (("sv3d_u_64", "sv3d_u_tiny"), ("sv3d_p_64_default", "sv3d_p_tiny"))
 TOL = 1e-6

@@ -122,8 +122,6 @@ def test_runtime_imports_no_model_export_or_benchmark_code():
         assert importers(graph, "runtime", other) == {}, other
 
 
-@pytest.mark.xfail(strict=True, reason="export/parity.py imports benchmarks.flops until the FLOP counter moves to "
-                                       "models/flops.py (issue 10, part 2, on another branch)")
 def test_export_imports_no_benchmark_code():
     assert importers(import_graph(), "export", "benchmarks") == {}
 

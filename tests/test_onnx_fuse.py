@@ -13,12 +13,13 @@ import pytest
 
 from runtime.manifest import Manifest
 from runtime.specs import GRAPH_NAMES
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx_ir")
 ort = pytest.importorskip("onnxruntime")
 
+pytestmark = pytest.mark.export          # the export tier: one plain export per module
 FUSED_TOL = 1e-5          # fp32: the fused kernels reorder sums only
 
 

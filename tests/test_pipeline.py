@@ -8,8 +8,6 @@ Two layers:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,7 @@ from runtime.orbits import Orbit
 from runtime.pipeline import Noise, postprocess
 from runtime.sampling import edm_vscaling
 from runtime.specs import ExportShapes, graph_specs
-from tests.conftest import rel_l2
-from tests.test_backends import toy_numpy, toy_weights
+from tests.helpers import rel_l2, toy_numpy, toy_weights
 
 CASES = {"sv3d_u_64": "sv3d_u_tiny", "sv3d_p_64_default": "sv3d_p_tiny"}
 T, S, CHUNK = 21, 64, 14
@@ -353,21 +350,12 @@ def test_orbits(case_data):
 # end to end: exported tiny models of the oracle checkpoints, through the public API
 
 
-def export_oracle_model(oracle, config: str, out: Path) -> Path:
-    """The oracle's tiny checkpoint exported at 64 px to MindIR and ONNX through the export API. The export's own
-    parity gate (graph vs eager Cell) is left to tests/test_export*: here the graphs meet the reference directly."""
-    pytest.importorskip("mindspore", reason="exporting needs mindspore")
-    from export import ExportOptions, export_graphs
-
-    export_graphs(ExportOptions(config=config, checkpoint=str(oracle / config / "checkpoint.safetensors"),
-                                out=str(out), resolution=S, formats="mindir,onnx", parity="off", quiet=True))
-    return out
-
-
 @pytest.fixture(scope="module")
-def oracle_exports(oracle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("oracle_exports")
-    return {case: export_oracle_model(oracle, cfg, root / cfg) for case, cfg in CASES.items()}
+def oracle_exports(oracle_export):
+    """{case: export folder}: the session's exports of the oracle's tiny checkpoints (tests/conftest.py; 64 px,
+    MindIR and ONNX, gate off). The export's own parity gate (graph vs eager Cell) is left to tests/test_export*:
+    here the graphs meet the reference directly."""
+    return {case: oracle_export(cfg) for case, cfg in CASES.items()}
 
 
 def _needs(backend: str) -> None:
@@ -378,6 +366,7 @@ def _needs(backend: str) -> None:
         pytest.skip(f"{backend}: {why}")
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("backend", ["onnxruntime", "mindspore", "openvino"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_end_to_end_parity_with_reference(oracle_exports, case_data, case, backend, tmp_path):
@@ -417,6 +406,7 @@ def reduced_precision_errors(pipe, inputs, ref) -> dict:
     return errors
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("case", list(CASES))
 def test_openvino_bf16_within_the_official_autocast_error(oracle_exports, case_data, case, tmp_path):
     _needs("openvino")

@@ -11,7 +11,7 @@ import pytest
 from configs import load_config
 from runtime.errors import GraphError
 from runtime.sampling import edm_sigmas, edm_vscaling, initial_latent, linspace_f32, sample_euler
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 CASES = ("sv3d_u_64", "sv3d_p_64_default")
 TOL = 1e-6

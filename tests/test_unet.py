@@ -20,7 +20,7 @@ from models.checkpoint import CheckpointReader, load_component  # noqa: E402
 from models.keys import UNET_PREFIX  # noqa: E402
 from models.unet import VideoUNet  # noqa: E402
 from models.unet_blocks import SpatialVideoTransformer, VideoResBlock  # noqa: E402
-from tests.conftest import rel_l2  # noqa: E402
+from tests.helpers import rel_l2  # noqa: E402
 
 FP32_TOL = 1e-4            # oracle/README.md: every float key of an fp32 implementation below 1e-4 relative L2
 EXPORT_TOL = 1e-4
@@ -212,6 +212,7 @@ def _export_onnx(net, arrays, path):
     return path
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("chunk", [0, CHUNK_BELOW_TOKENS])
 def test_blocks_export_to_onnx_and_match_eager(tmp_path, chunk):
     """Temporal (3,1) conv padding, GroupNorm over frames, GEGLU/erf, (chunked) attention survive ONNX export."""

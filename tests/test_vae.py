@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 ms = pytest.importorskip("mindspore")
 
@@ -162,6 +162,7 @@ def test_decoder_chunked_attention_matches(oracle, case_data):
 # ----------------------------------------------------------------------------------------------------- export
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("component,shape", [("vae_encoder", (1, 3, 64, 64)), ("vae_decoder", (2, 4, 8, 8))])
 def test_export_mindir_and_onnx(oracle, tmp_path, component, shape):
     """Tiny encoder / decoder through MindIR + GraphCell and ONNX + onnxruntime, against eager."""

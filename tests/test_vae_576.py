@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from tests.conftest import rel_l2
+from tests.helpers import rel_l2
 
 pytest.importorskip("mindspore", reason="exporting needs mindspore")
 
+pytestmark = pytest.mark.export          # the export tier: 576 px encoder graphs written by the exporter
 COND_576_TOL = 1e-5        # issue 8: cond_latent on every engine, fp32
 PREFIX = "sv3d_u_tiny__"
 FORMS = ("fused", "plain")
@@ -26,8 +27,7 @@ FORMS = ("fused", "plain")
 def encoder_graphs(oracle, tmp_path_factory):
     """{form: export folder holding only vae_encoder at 576 px (onnx of that form + mindir)}, with a manifest."""
     from export import ExportOptions
-    from export.api import Exporter, GraphEntry, _files, _rel, plan
-    from runtime.manifest import Manifest
+    from export.api import Exporter, graph_entry, plan, write_manifest
     from runtime.specs import graph_specs
 
     root = tmp_path_factory.mktemp("vae576")
@@ -41,10 +41,9 @@ def encoder_graphs(oracle, tmp_path_factory):
         ex = Exporter(p, out)
         written = ex.write_graph("vae_encoder", p.shapes, out, iso=False)
         spec = graph_specs(p.cfg, p.shapes)["vae_encoder"]
-        graphs = {fmt: {"vae_encoder": GraphEntry(spec, fmt, _rel(m, out), _files(files, out),
-                                                  form if fmt == "onnx" else "plain")}
+        graphs = {fmt: {"vae_encoder": graph_entry(spec, fmt, m, files, out, form if fmt == "onnx" else "plain")}
                   for fmt, (m, files, _) in written.items()}
-        Manifest.create(out, p.cfg, p.shapes, graphs).save(out)
+        write_manifest(out, p.cfg, p.shapes, graphs)
         folders[form] = out
     return folders
 
