@@ -442,6 +442,7 @@ def oracle_fp16_exports(oracle, tmp_path_factory):
     return out
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("backend, precision, bound", [("onnxruntime", "f32", "fp16"), ("openvino", "f32", "fp16"),
                                                        ("openvino", "bf16", "bf16")])
 @pytest.mark.parametrize("case", list(CASES))

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from configs import load_config
-from models.keys import UNET_PREFIX, VAE_DECODER_PREFIX, VAE_ENCODER_PREFIX, component_keys
+from models.components import component_keys
+from models.keys import UNET_PREFIX, VAE_DECODER_PREFIX, VAE_ENCODER_PREFIX
 from models.unet_layout import CONV_IN, DOWNSAMPLE, RESBLOCK, unet_layout
 from models.vae_layout import vae_layout
 from tests.conftest import REPO
