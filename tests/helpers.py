@@ -178,3 +178,12 @@ def build_toy_export(folder, config: str = "sv3d_u_tiny", resolution: int = 64, 
             graphs[fmt][name] = graph_entry(spec, fmt, path, [path], folder)
     write_manifest(folder, cfg, shapes, graphs, created="toy export (tests)")
     return folder, toy_numpy(cfg, weights)
+
+
+def read_keys_tsv(path) -> dict:
+    """{tensor name: shape} from shared/reference/sv3d_{u,p}.keys.tsv (header line, then name, shape, dtype)."""
+    out = {}
+    for line in path.read_text().splitlines()[1:]:
+        name, shape, _ = line.split("\t")
+        out[name] = tuple(int(s) for s in shape.split(",")) if shape else ()
+    return out

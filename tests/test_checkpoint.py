@@ -9,20 +9,12 @@ from configs import load_config
 from models.checkpoint import CheckpointError, bf16_to_float32, CheckpointReader, read_header, skipped_tensors
 from models.components import COMPONENTS, component_keys, official_keys
 from models.random_checkpoint import main as random_main, write_random_checkpoint
-from tests.helpers import REPO
-
-
-def _tsv(path):
-    out = {}
-    for line in path.read_text().splitlines()[1:]:
-        name, shape, _ = line.split("\t")
-        out[name] = tuple(int(s) for s in shape.split(",")) if shape else ()
-    return out
+from tests.helpers import read_keys_tsv, REPO
 
 
 @pytest.mark.parametrize("variant", ["sv3d_u", "sv3d_p"])
 def test_official_keys_match_full_size_manifest(oracle, variant):
-    ref = _tsv(oracle.parent / f"{variant}.keys.tsv")
+    ref = read_keys_tsv(oracle.parent / f"{variant}.keys.tsv")
     assert official_keys(load_config(variant)) == ref
 
 

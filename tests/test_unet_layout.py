@@ -12,7 +12,7 @@ from models.components import component_keys
 from models.keys import UNET_PREFIX, VAE_DECODER_PREFIX, VAE_ENCODER_PREFIX
 from models.unet_layout import CONV_IN, DOWNSAMPLE, RESBLOCK, unet_layout
 from models.vae_layout import vae_layout
-from tests.conftest import REPO
+from tests.helpers import REPO, read_keys_tsv
 
 # SV3D_REFERENCE.md §6.2 (full size, 72x72 latents): input blocks as (kind, c_in, c_out, ds, heads)
 FULL_INPUTS = [(CONV_IN, 8, 320, 1, 0),
@@ -27,19 +27,11 @@ FULL_OUTPUTS = [(2560, 1280, 8, 0, False), (2560, 1280, 8, 0, False), (2560, 128
                 (960, 320, 1, 5, False), (640, 320, 1, 5, False), (640, 320, 1, 5, False)]
 
 
-def _tsv(path):
-    out = {}
-    for line in path.read_text().splitlines()[1:]:
-        name, shape, _ = line.split("\t")
-        out[name] = tuple(int(s) for s in shape.split(",")) if shape else ()
-    return out
-
-
 def _official(oracle, variant):
     """name -> shape of the official state dict: the full-size manifest, or the tiny oracle checkpoint's."""
     if variant.endswith("_tiny"):
         return {k: tuple(v) for k, v in json.loads((oracle / variant / "keys.json").read_text()).items()}
-    return _tsv(oracle.parent / f"{variant}.keys.tsv")
+    return read_keys_tsv(oracle.parent / f"{variant}.keys.tsv")
 
 
 def test_full_size_layout_is_the_reference_block_table():
