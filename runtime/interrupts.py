@@ -12,6 +12,12 @@ that ``sigaction`` back within :data:`configs.limits.LIMITS.signal_guard_poll_s`
 callers run it after each engine step. :func:`interrupted` tells whether a signal arrived, so a command line can
 report an interruption even when a library wrapped the KeyboardInterrupt into another exception, and
 :func:`checkpoint` raises it again where a library swallowed it.
+
+A signal can land while Python runs code that cannot propagate an exception: a ``__del__``, a weakref callback,
+or the at-fork handlers ``logging`` registers, which run in the parent each time imageio starts ffmpeg. Python
+then prints "Exception ignored in ..." with a traceback and drops the KeyboardInterrupt. While guarded,
+``sys.unraisablehook`` drops such a KeyboardInterrupt quietly instead: the signal is already recorded, and the
+next :func:`checkpoint` raises it where it can be handled.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ EXIT_INTERRUPTED = 130
 MESSAGE = "interrupted"
 
 _SIGACTION_BYTES = 256                  # larger than struct sigaction on every Linux ABI
-_state: Dict[str, object] = {"received": None, "thread": None, "stop": None, "previous": None}
+_state: Dict[str, object] = {"received": None, "thread": None, "stop": None, "previous": None, "hook": None}
 _saved: Dict[int, bytes] = {}
 _lock = threading.Lock()
 
@@ -64,6 +70,13 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable(info) -> None:
+    """sys.unraisablehook while guarded: a KeyboardInterrupt from our handler is recorded already; drop it."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and _state["received"] is not None:
+        return
+    (_state["hook"] or sys.__unraisablehook__)(info)
+
+
 def reassert() -> bool:
     """Put our handlers back where a library replaced them; True if one had been replaced."""
     replaced = False
@@ -88,6 +101,9 @@ def guard() -> None:
         return
     if _state["previous"] is None:
         _state["previous"] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    if _state["hook"] is None:
+        _state["hook"] = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     for sig in SIGNALS:
         signal.signal(sig, _on_signal)
         raw = _read(sig)
@@ -112,7 +128,9 @@ def release() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    _state.update(thread=None, stop=None, previous=None)
+    if _state["hook"] is not None:
+        sys.unraisablehook = _state["hook"]
+    _state.update(thread=None, stop=None, previous=None, hook=None)
 
 
 def checkpoint() -> None:

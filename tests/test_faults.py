@@ -215,6 +215,70 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
     assert_no_processes(kids)
 
 
+_UNRAISABLE_SCRIPT = r"""
+import os, signal, subprocess, sys
+from runtime import interrupts
+interrupts.guard()
+# A signal whose handler runs inside an at-fork handler (logging registers some; they run on every fork with a
+# preexec_fn, and imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp for every video) cannot raise there: Python reports it as unraisable and drops it. That is what CI hit. Run the handler
+# there directly, as the signal did, so the case is deterministic.
+os.register_at_fork(after_in_parent=lambda: interrupts._on_signal(signal.SIGINT, None))
+import logging  # noqa: F401  (its own at-fork handlers run first, as in the runtime)
+subprocess.run([sys.executable, "-c", "pass"], check=True, preexec_fn=os.setpgrp)
+sys.stderr.write("after fork\n")
+try:
+    interrupts.checkpoint()
+except KeyboardInterrupt:
+    sys.stderr.write("checkpoint raised\n")
+    sys.exit(interrupts.exit_code())
+sys.exit(3)
+"""
+
+
+def test_signal_during_an_at_fork_handler_is_not_lost_nor_printed(tmp_path):
+    """The KeyboardInterrupt Python cannot raise inside an at-fork handler is kept (checkpoint raises it, exit
+    130) and not printed as an "Exception ignored" traceback."""
+    proc = subprocess.run([sys.executable, "-c", _UNRAISABLE_SCRIPT], cwd=_cwd(tmp_path), env=_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert "checkpoint raised" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_unraisable_hook_passes_other_errors_on_and_is_restored():
+    """Only a recorded signal's KeyboardInterrupt is dropped; any other unraisable error still reaches the hook
+    that was there before, and release() puts that hook back."""
+    from runtime import interrupts
+
+    seen = []
+    before = sys.unraisablehook
+    sys.unraisablehook = lambda info: seen.append(type(info.exc_value))
+    try:
+        interrupts.reset()
+        interrupts.guard()
+        try:
+            class Raises:
+                def __init__(self, exc):
+                    self.exc = exc
+
+                def __del__(self):
+                    raise self.exc
+
+            Raises(ValueError("x"))                  # reaches the previous hook
+            Raises(KeyboardInterrupt())              # no signal recorded: reaches it too
+            interrupts._state["received"] = signal.SIGINT
+            Raises(KeyboardInterrupt())              # a recorded signal: dropped
+            assert seen == [ValueError, KeyboardInterrupt]
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.checkpoint()
+        finally:
+            interrupts.release()
+            interrupts.reset()
+        assert sys.unraisablehook is not interrupts._unraisable
+    finally:
+        sys.unraisablehook = before
+
+
 # --------------------------------------------------------------------------------------- 3. killed processes
 
 
