@@ -32,10 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from runtime.specs import GRAPH_ROLES
+
 from .stats import summarize, time_calls
 
-GRAPH_STAGES = {"clip_encoder": "clip_encoder", "vae_encoder": "vae_encoder", "unet": "unet_call",
-                "vae_decoder": "vae_decoder_chunk"}
+GRAPH_STAGES = {name: role.stage for name, role in GRAPH_ROLES.items()}
 # Backend variants: "<backend>@<ISA>" runs the backend with oneDNN capped at that ISA (benchmarks/README.md:
 # MindSpore's CPU 3x3 convolution takes oneDNN's reference kernel on AVX-512 machines).
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"

@@ -130,7 +130,7 @@ def attention_scores_bytes(cfg: SV3DConfig, shapes: ExportShapes) -> int:
     if shapes.attention_chunk > 0:
         return 0
     item = np.dtype(shapes.dtype).itemsize
-    lat = shapes.resolution // cfg.latent_factor
+    lat = cfg.latent_size(shapes.resolution)
     sizes = [shapes.decode_chunk * (lat * lat) ** 2 * item]
     for _, _, ds, heads in unet_layout(cfg.unet).transformers():
         sizes.append(shapes.unet_batch * heads * ((lat // ds) ** 2) ** 2 * item)

@@ -34,6 +34,7 @@ from typing import Tuple
 import numpy as np
 
 from models.flops import graph_flops as count_flops
+from models.unet_layout import unet_layout
 from runtime.specs import ExportShapes
 from .registry import GRAPHS
 
@@ -45,7 +46,7 @@ TWIN_DECODE_CHUNK = 2
 
 
 def unet_down(cfg) -> int:
-    return 2 ** (len(cfg.unet.channel_mult) - 1)
+    return unet_layout(cfg.unet).down
 
 
 def twin_shapes(cfg, shapes: ExportShapes) -> ExportShapes:
@@ -54,7 +55,7 @@ def twin_shapes(cfg, shapes: ExportShapes) -> ExportShapes:
     frames = min(shapes.num_frames, cfg.unet.video_kernel_size[0])
     chunk = 0
     if shapes.attention_chunk > 0:
-        tokens = (resolution // cfg.latent_factor) ** 2      # per frame at the top latent level
+        tokens = cfg.latent_size(resolution) ** 2            # per frame at the top latent level
         chunk = min(shapes.attention_chunk, tokens // 3 + 1)  # three chunks, the last one shorter
     return ExportShapes(resolution=resolution, num_frames=frames, unet_batch=frames,
                         decode_chunk=min(TWIN_DECODE_CHUNK, frames), dtype=shapes.dtype, attention_chunk=chunk)

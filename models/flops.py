@@ -155,7 +155,7 @@ def unet_flops(cfg, resolution: int, batch: int, mode: str = "reference") -> Flo
     if resolution % cfg.latent_factor:
         raise ValueError(f"resolution must be a multiple of latent_factor {cfg.latent_factor}, got {resolution}")
     down = unet_layout(u).down
-    lat = resolution // cfg.latent_factor
+    lat = cfg.latent_size(resolution)
     if lat % down:
         raise ValueError(f"latent size {lat} must be divisible by the UNet's down-sampling {down}")
     B, b = batch, batch // T

@@ -24,7 +24,23 @@ from configs.schema import SamplerConfig
 from .errors import GraphError
 from .sampling import edm_vscaling
 
-GRAPH_NAMES = ("clip_encoder", "vae_encoder", "unet", "vae_decoder")
+
+@dataclass(frozen=True)
+class GraphRole:
+    """What the runtime and the benchmarks know about one graph besides its tensors."""
+    name: str
+    stage: str        # the benchmark stage one call of it is timed as
+    repeated: bool    # runs many times per video (the UNet every step, the decoder per chunk): the graphs a
+                      # reduced engine precision (OpenVINO bf16) is applied to; the single-call encoders stay f32
+
+
+GRAPH_ROLES: Dict[str, GraphRole] = {r.name: r for r in (
+    GraphRole("clip_encoder", stage="clip_encoder", repeated=False),
+    GraphRole("vae_encoder", stage="vae_encoder", repeated=False),
+    GraphRole("unet", stage="unet_call", repeated=True),
+    GraphRole("vae_decoder", stage="vae_decoder_chunk", repeated=True),
+)}
+GRAPH_NAMES = tuple(GRAPH_ROLES)
 
 
 @dataclass(frozen=True)
@@ -197,7 +213,7 @@ def spec_differences(got: GraphSpec, want: GraphSpec) -> List[str]:
 def graph_specs(cfg, shapes: ExportShapes) -> Dict[str, GraphSpec]:
     """All four graph specs for a config (an SV3DConfig) at the given export shapes."""
     s, dt = shapes.resolution, shapes.dtype
-    lat = s // cfg.latent_factor
+    lat = cfg.latent_size(s)
     zc = cfg.latent_channels
     u = cfg.unet
     b = shapes.unet_batch

@@ -298,3 +298,16 @@ def test_harness_smoke(tiny_export, tmp_path):
             table = None
     for label in SMOKE_BACKENDS:
         assert f"| {label} |" in md
+
+
+def test_every_graph_stage_has_a_place_in_the_report():
+    """The benchmark stages come from runtime.specs.GRAPH_ROLES; each must be one the report knows how to order
+    (a stage missing from STAGE_ORDER would drop out of the tables)."""
+    from benchmarks.report import STAGE_ORDER
+    from benchmarks.run import GRAPH_STAGES
+    from runtime.backends.openvino_backend import REDUCED_PRECISION_GRAPHS
+    from runtime.specs import GRAPH_NAMES
+
+    assert list(GRAPH_STAGES) == list(GRAPH_NAMES)
+    assert all(stage in STAGE_ORDER for stage in GRAPH_STAGES.values()), (GRAPH_STAGES, STAGE_ORDER)
+    assert REDUCED_PRECISION_GRAPHS == ("unet", "vae_decoder")      # the graphs that run many times per video

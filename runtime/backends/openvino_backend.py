@@ -25,9 +25,9 @@ import numpy as np
 from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
 from .onednn import without_our_cap
 from ..errors import GraphError
-from ..specs import dtype_where
+from ..specs import GRAPH_ROLES, dtype_where
 
-REDUCED_PRECISION_GRAPHS = ("unet", "vae_decoder")
+REDUCED_PRECISION_GRAPHS = tuple(r.name for r in GRAPH_ROLES.values() if r.repeated)
 CACHE_ENV = "SV3D_CACHE_DIR"
 
 
