@@ -535,23 +535,36 @@ def _raise_opset(model, report: FuseReport) -> None:
 # ------------------------------------------------------------------------------------------------------ entry
 
 
-def fuse_model(model) -> FuseReport:
-    """Rewrite an onnx_ir Model in place; returns what was fused and what was left."""
+def _check_fusions(fusions: Sequence[str]) -> frozenset:
+    unknown = [f for f in fusions if f not in FUSIONS]
+    if unknown:
+        raise ValueError(f"unknown fusion(s) {unknown}; expected some of {list(FUSIONS)}")
+    return frozenset(fusions)
+
+
+def fuse_model(model, fusions: Sequence[str] = FUSIONS) -> FuseReport:
+    """Rewrite an onnx_ir Model in place with the named fusions (default: all of FUSIONS; a subset measures
+    what each one buys); returns what was fused and what was left."""
+    want = _check_fusions(fusions)
     ir = _ir()
     graph = model.graph
     report = FuseReport(nodes_before=len(graph))
     ir.passes.common.ShapeInferencePass()(model)      # static shapes of every value (weights are not read)
     _raise_opset(model, report)
-    for node in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
-        _fuse_attention(graph, node, report)
-    order = list(graph)
-    for node in [n for n in order if n.op_type == "Abs" and n.domain == ""]:
-        _fuse_gelu(graph, order, node, report)
+    if "attention" in want:
+        for node in [n for n in graph if n.op_type == "Softmax" and n.domain == ""]:
+            _fuse_attention(graph, node, report)
+    if "gelu" in want:
+        order = list(graph)
+        for node in [n for n in order if n.op_type == "Abs" and n.domain == ""]:
+            _fuse_gelu(graph, order, node, report)
     done: set = set()
     for node in [n for n in graph if n.op_type == "ReduceMean" and n.domain == ""]:
         if node.graph is None or id(node) in done:
             continue
-        if not _fuse_groupnorm(graph, node, report, done):
+        if "groupnorm" in want and _fuse_groupnorm(graph, node, report, done):
+            continue
+        if "layernorm" in want:
             _fuse_layernorm(graph, node, report)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     graph.sort()                 # new nodes may read constants that the exporter placed after their anchor
@@ -560,14 +573,16 @@ def fuse_model(model) -> FuseReport:
     return report
 
 
-def fuse_file(src: Path, dst: Path, data_name: Optional[str] = None) -> FuseReport:
-    """Read the ONNX file `src`, fuse, write `dst` (weights streamed into `data_name` beside it when given,
-    else inline). `src` and `dst` must differ."""
+def fuse_file(src: Path, dst: Path, data_name: Optional[str] = None,
+              fusions: Sequence[str] = FUSIONS) -> FuseReport:
+    """Read the ONNX file `src`, fuse (all of FUSIONS, or the named subset), write `dst` (weights streamed into
+    `data_name` beside it when given, else inline). `src` and `dst` must differ."""
+    want = _check_fusions(fusions)
     ir = _ir()
     if Path(src).resolve() == Path(dst).resolve():
         raise ValueError("fuse_file writes a new file: src and dst must differ")
     model = ir.load(str(src))
-    report = fuse_model(model)
+    report = fuse_model(model, tuple(want))
     if data_name:
         ir.save(model, str(dst), external_data=data_name)
     else:
@@ -584,8 +599,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--data", default=None, help="external data file name for the weights (beside DST)")
+    ap.add_argument("--only", default=",".join(FUSIONS),
+                    help=f"comma-separated subset of {','.join(FUSIONS)} (default: all)")
     a = ap.parse_args(argv)
-    print(fuse_file(Path(a.src), Path(a.dst), a.data).summary())
+    fusions = [f for f in a.only.split(",") if f]
+    try:
+        _check_fusions(fusions)
+    except ValueError as e:
+        ap.error(str(e))
+    print(fuse_file(Path(a.src), Path(a.dst), a.data, fusions).summary())
     return 0
 
 

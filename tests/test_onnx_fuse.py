@@ -99,6 +99,33 @@ def test_fused_equals_plain_on_onnxruntime_and_openvino(plain_export, fused, nam
         assert rel_l2(got, plain) < FUSED_TOL
 
 
+@pytest.mark.parametrize("only", ["attention", "gelu", "layernorm", "groupnorm"])
+def test_one_fusion_alone(plain_export, tmp_path, only):
+    """fuse_file(..., fusions=[one]) rewrites that pattern only (what each fusion buys is measured this way) and
+    still computes the plain graph's output. The UNet holds all four patterns."""
+    from export.onnx_fuse import FUSIONS, fuse_file
+
+    src = plain_export.root / plain_export.entry("onnx", "unet").model_file
+    dst = tmp_path / src.name
+    report = fuse_file(src, dst, fusions=[only])
+    assert report.fused[only] > 0
+    assert [k for k in FUSIONS if report.fused[k]] == [only]
+    before, after = _ops(src), _ops(dst)
+    if only != "attention":
+        assert after[("", "Softmax")] == before[("", "Softmax")] > 0
+    if only != "gelu":
+        assert after[("", "Abs")] == before[("", "Abs")] > 0
+    feeds = plain_export.entry("onnx", "unet").spec.example_inputs(0)
+    assert rel_l2(_ort(dst, feeds), _ort(src, feeds)) < FUSED_TOL
+
+
+def test_unknown_fusion_is_refused(fused, tmp_path):
+    from export.onnx_fuse import fuse_file
+
+    with pytest.raises(ValueError, match="unknown fusion.*'flash'.*expected some of"):
+        fuse_file(fused["vae_encoder"][0], tmp_path / "x.onnx", fusions=["flash"])
+
+
 def test_heads_are_folded_where_split_heads_was_used(fused):
     # CLIP's attentions go through split_heads/merge_heads: MHA reads (B, N, heads*d) and the transposes go
     _, _, report = fused["clip_encoder"]
