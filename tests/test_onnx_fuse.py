@@ -5,6 +5,7 @@ One plain ONNX export of the tiny sv3d_u oracle model (64 px, gate off) per modu
 """
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -160,3 +161,32 @@ def test_fuse_file_refuses_to_overwrite_its_source(fused):
     src = fused["vae_encoder"][0]
     with pytest.raises(ValueError, match="must differ"):
         fuse_file(src, src)
+
+
+def test_fusion_benchmark_measures_each_variant_and_cleans_up(plain_export, tmp_path):
+    """benchmarks.fusions: one record per variant, each run in its own process through the runtime's loader, the
+    variant written with only its fusion, and nothing left in the work folder."""
+    from benchmarks.fusions import measure, table
+    from export.onnx_fuse import FUSIONS
+
+    work = tmp_path / "work"
+    records = measure(plain_export.root, "unet", "onnxruntime", work, warmup=0, repeats=1,
+                      variants=["plain", "gelu", "all"], progress=lambda _: None)
+    assert [r["variant"] for r in records] == ["plain", "gelu", "all"]
+    assert all(r["median_s"] > 0 and r["peak_rss_bytes"] > 0 and "error" not in r for r in records), records
+    assert records[0]["fuse"] is None
+    assert {k for k, n in records[1]["fuse"]["fused"].items() if n and k in FUSIONS} == {"gelu"}
+    assert records[2]["fuse"]["fused"]["attention"] > 0 and records[2]["fuse"]["fused"]["groupnorm"] > 0
+    assert not any(work.iterdir())
+    assert "| gelu |" in table(records)
+
+
+def test_fusion_benchmark_refuses_a_fused_export(plain_export, tmp_path):
+    from benchmarks.fusions import measure
+    from tests.helpers import edit_manifest
+
+    folder = tmp_path / "export"
+    shutil.copytree(plain_export.root, folder)
+    edit_manifest(folder, lambda d: d["graphs"]["onnx"]["unet"].update(form="fused"))
+    with pytest.raises(ValueError, match="'fused' form.*--onnx-form plain"):
+        measure(folder, "unet", "onnxruntime", tmp_path / "work", 0, 1)
