@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from runtime.backends import BACKENDS
 from runtime.specs import GRAPH_NAMES
 
 from .stats import summarize, time_calls
 
 ALL = "all"
+ONNX_BACKENDS = ("onnxruntime", "openvino")     # the backends that load the ONNX files being rewritten
 
 
 def variants_of(fusions: Sequence[str]) -> List[str]:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fusions", description=__doc__.splitlines()[0])
     p.add_argument("--graphs", required=True, help="a plain-form export folder (python -m export --onnx-form plain)")
     p.add_argument("--graph", default="unet", choices=list(GRAPH_NAMES))
-    p.add_argument("--backend", default="onnxruntime", choices=[b for b in BACKENDS if b in ("onnxruntime", "openvino")])
+    p.add_argument("--backend", default="onnxruntime", choices=ONNX_BACKENDS)
     p.add_argument("--work", default=None, help="where variants are written (default: <graphs>/../fusion_variants)")
     p.add_argument("--variants", default=None, help="comma-separated subset of plain, each fusion, all")
     p.add_argument("--warmup", type=int, default=1)

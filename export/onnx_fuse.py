@@ -577,12 +577,11 @@ def fuse_file(src: Path, dst: Path, data_name: Optional[str] = None,
               fusions: Sequence[str] = FUSIONS) -> FuseReport:
     """Read the ONNX file `src`, fuse (all of FUSIONS, or the named subset), write `dst` (weights streamed into
     `data_name` beside it when given, else inline). `src` and `dst` must differ."""
-    want = _check_fusions(fusions)
     ir = _ir()
     if Path(src).resolve() == Path(dst).resolve():
         raise ValueError("fuse_file writes a new file: src and dst must differ")
     model = ir.load(str(src))
-    report = fuse_model(model, tuple(want))
+    report = fuse_model(model, fusions)      # onnx_ir.load maps the weights lazily: an unknown name fails fast
     if data_name:
         ir.save(model, str(dst), external_data=data_name)
     else:

@@ -220,8 +220,9 @@ import os, signal, subprocess, sys
 from runtime import interrupts
 interrupts.guard()
 # A signal whose handler runs inside an at-fork handler (logging registers some; they run on every fork with a
-# preexec_fn, and imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp for every video) cannot raise there: Python reports it as unraisable and drops it. That is what CI hit. Run the handler
-# there directly, as the signal did, so the case is deterministic.
+# preexec_fn, and imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp for every video) cannot raise there:
+# Python reports it as unraisable and drops it. That is what CI hit. Run the handler there directly, as the
+# signal did, so the case is deterministic.
 os.register_at_fork(after_in_parent=lambda: interrupts._on_signal(signal.SIGINT, None))
 import logging  # noqa: F401  (its own at-fork handlers run first, as in the runtime)
 subprocess.run([sys.executable, "-c", "pass"], check=True, preexec_fn=os.setpgrp)
