@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", help="safetensors checkpoint in the official layout")
     src.add_argument("--resolution", type=int, default=0, help="export resolution (default: the config's)")
     src.add_argument("--unet-batch", type=int, default=0, help="2*frames (default) or frames")
-    src.add_argument("--decode-chunk", type=int, default=0, help="default: the config's decode_chunk")
+    src.add_argument("--decode-chunk", type=int, default=0, help="default: as python -m export (no padding frames)")
     src.add_argument("--dtype", default="float32", choices=list(DTYPES))
     src.add_argument("--attention-chunk", type=int, default=0, help="memory-bounded attention query chunk")
     src.add_argument("--formats", default="onnx,mindir", help="graph formats to export")

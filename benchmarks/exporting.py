@@ -43,7 +43,7 @@ def ensure_export(config: str, checkpoint, *, cache: Path, resolution: Optional[
         raise SystemExit(f"error: --unet-batch must be {2 * t} (both CFG branches) or {t} (one branch), got "
                          f"{unet_batch}")
     request = {"resolution": res, "unet_batch": "T" if unet_batch == t else "2T",
-               "decode_chunk": decode_chunk or cfg.decode_chunk, "dtype": DTYPES[dtype].cli,
+               "decode_chunk": decode_chunk or cfg.decoder_call_frames(), "dtype": DTYPES[dtype].cli,
                "attention_chunk": attention_chunk, "formats": sorted(formats)}
     out = cache_folder(Path(cache).expanduser(), cfg, ckpt, request)
     if (out / "manifest.json").is_file():

@@ -147,7 +147,7 @@ class SV3DConfig:
     latent_channels: int = 4
     latent_factor: int = 8                  # pixels per latent (VAE down-sampling)
     scale_factor: float = 0.18215           # latent -> decoder input: z / scale_factor (DIF:117-135); decode only
-    decode_chunk: int = 14                  # frames per VAE-decoder call (decoding_t, SVS:253)
+    decode_chunk: int = 14                  # most frames per VAE-decoder call (decoding_t, SVS:253)
     seed: int = 23
     image_frame_ratio: Optional[float] = None
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -168,6 +168,14 @@ class SV3DConfig:
     def latent_size(self, resolution: Optional[int] = None) -> int:
         """Latent side at ``resolution`` pixels (default: the config's)."""
         return _latent_size(self.resolution if resolution is None else resolution, self.latent_factor)
+
+    def decoder_call_frames(self) -> int:
+        """Frames per VAE-decoder call an export uses by default: the largest divisor of num_frames that is at
+        most decode_chunk (21 frames, decoding_t 14 -> 7). The image decoder works frame by frame, so the chunk
+        changes no output; a divisor decodes no padding frames (chunks of 14 decode 14 + 7 padded to 14 = 28
+        frames for 21), and the smaller chunk bounds the decoder's activations (at 576 px one 256-channel
+        full-resolution tensor is 0.32 GiB per frame)."""
+        return max(d for d in range(1, min(self.decode_chunk, self.num_frames) + 1) if self.num_frames % d == 0)
 
     def runtime_config(self) -> "RuntimeConfig":
         """The part of this config the numpy runtime reads (an export's manifest carries it)."""

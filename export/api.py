@@ -104,7 +104,7 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
         resolution=cfg.resolution if options.resolution is None else int(options.resolution),
         num_frames=t,
         unet_batch=2 * t if options.unet_batch == "2T" else t,
-        decode_chunk=cfg.decode_chunk if options.decode_chunk is None else int(options.decode_chunk),
+        decode_chunk=cfg.decoder_call_frames() if options.decode_chunk is None else int(options.decode_chunk),
         dtype=DTYPE_FLAGS[options.dtype],
         attention_chunk=int(options.attention_chunk))
     shapes.validate(cfg.latent_factor, parity.unet_down(cfg))

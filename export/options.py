@@ -27,7 +27,8 @@ class ExportOptions:
     resolution: Optional[int] = field(default=None, metadata=dict(
         help="square image size in pixels, a multiple of latent_factor x UNet down-sampling (default: config)"))
     decode_chunk: Optional[int] = field(default=None, metadata=dict(
-        help="frames per VAE-decoder call, 1..num_frames; the runtime pads the last chunk (default: config)"))
+        help="frames per VAE-decoder call, 1..num_frames; the runtime pads the last chunk (default: the largest "
+             "divisor of num_frames up to the config's decode_chunk, so no padding is decoded)"))
     unet_batch: str = field(default="2T", metadata=dict(
         choices=list(UNET_BATCHES), help="UNet batch: 2T = both CFG branches per call, T = one branch per call"))
     attention_chunk: int = field(default=0, metadata=dict(

@@ -1,5 +1,7 @@
 """Typed, validated configs: bundled variants load, the tiny ones reproduce the oracle's sgm configs, and every
 kind of mistake names the field."""
+import dataclasses
+
 import pytest
 import yaml
 
@@ -132,3 +134,23 @@ def test_runtime_config_is_the_runtime_part_of_the_config():
                                                                          "image_frame_ratio", "conditioner",
                                                                          "sampler", "guider")},
                          "variant": "sv3d_u"})
+
+
+@pytest.mark.parametrize("frames, chunk, expected", [(21, 14, 7), (21, 21, 21), (21, 5, 3), (21, 40, 21), (8, 6, 4),
+                                                     (7, 3, 1)])
+def test_decoder_call_frames_is_the_largest_divisor_within_decode_chunk(frames, chunk, expected):
+    """An export decodes no padding frames by default: 21 frames with decoding_t 14 -> 3 calls of 7, not 14 + 7
+    padded to 14 (28 frames decoded)."""
+    cfg = dataclasses.replace(load_config("sv3d_u"), num_frames=frames, decode_chunk=chunk)
+    assert cfg.decoder_call_frames() == expected
+    assert frames % expected == 0 and expected <= min(frames, chunk)
+
+
+def test_export_defaults_to_decoder_call_frames():
+    from export import ExportOptions
+    from export.api import _shapes
+
+    cfg = load_config("sv3d_u")
+    opts = ExportOptions(config="sv3d_u", checkpoint="unused.safetensors", out="unused")
+    assert _shapes(cfg, opts).decode_chunk == cfg.decoder_call_frames() == 7
+    assert _shapes(cfg, dataclasses.replace(opts, decode_chunk=14)).decode_chunk == 14
