@@ -52,17 +52,14 @@ def node_flops(op: str, inputs: List[List[int]], outputs: List[List[int]]) -> in
     return 0
 
 
-def profile(model_path: str, feeds: Dict[str, "object"], runs: int = 1, threads: int = 0,
-            arena: bool = False) -> dict:
-    """arena: ORT's CPU memory arena (off by default: with it the full-size UNet outgrows 24 GB, README)."""
+def profile(model_path: str, feeds: Dict[str, "object"], runs: int = 1, threads: int = 0) -> dict:
+    """Profiles the graph in a session opened with the runtime's own options (runtime/backends/onnxruntime_backend)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    so.enable_cpu_mem_arena = arena
-    if threads:
-        so.intra_op_num_threads = threads
+    from runtime.backends.base import RunOptions
+    from runtime.backends.onnxruntime_backend import session_options
+
+    so = session_options(RunOptions(intra_op_threads=threads))
     with tempfile.TemporaryDirectory(prefix="ort_prof_") as d:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "prof")
@@ -120,13 +117,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--graph", default="unet", help="clip_encoder | vae_encoder | unet | vae_decoder")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--arena", action="store_true", help="keep ORT's CPU memory arena on")
     p.add_argument("--json", default="", help="also write the result here")
     a = p.parse_args(argv)
     m = Manifest.load(a.graphs)
     entry = m.entry("onnx", a.graph)
-    result = profile(str(m.root / entry.model_file), entry.spec.example_inputs(seed=0), a.runs, a.threads,
-                     a.arena)
+    result = profile(str(m.root / entry.model_file), entry.spec.example_inputs(seed=0), a.runs, a.threads)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
