@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("how")
     run.add_argument("--backends", default=DEFAULT_BACKENDS,
                      help="comma-separated: onnxruntime, mindspore, mslite; NAME@ISA caps oneDNN's ISA for that "
-                          "run (e.g. mindspore@AVX2); onnxruntime@noarena runs ORT without its CPU memory arena")
+                          "run (e.g. mindspore@AVX2); onnxruntime@noarena / @arena / @reuse / @noreuse set ORT's memory plan (benchmarks/run.py ORT_MEMORY_MODS)")
     run.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = engine default)")
     run.add_argument("--warmup", type=int, default=1)
     run.add_argument("--repeats", type=int, default=3)

@@ -52,14 +52,14 @@ def node_flops(op: str, inputs: List[List[int]], outputs: List[List[int]]) -> in
     return 0
 
 
-def profile(model_path: str, feeds: Dict[str, "object"], runs: int = 1, threads: int = 0) -> dict:
+def profile(model_path: str, graph: str, feeds: Dict[str, "object"], runs: int = 1, threads: int = 0) -> dict:
     """Profiles the graph in a session opened with the runtime's own options (runtime/backends/onnxruntime_backend)."""
     import onnxruntime as ort
 
     from runtime.backends.base import RunOptions
     from runtime.backends.onnxruntime_backend import session_options
 
-    so = session_options(RunOptions(intra_op_threads=threads))
+    so = session_options(RunOptions(intra_op_threads=threads), graph)
     with tempfile.TemporaryDirectory(prefix="ort_prof_") as d:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "prof")
@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     m = Manifest.load(a.graphs)
     entry = m.entry("onnx", a.graph)
-    result = profile(str(m.root / entry.model_file), entry.spec.example_inputs(seed=0), a.runs, a.threads)
+    result = profile(str(m.root / entry.model_file), a.graph, entry.spec.example_inputs(seed=0), a.runs, a.threads)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -40,7 +40,11 @@ GRAPH_STAGES = {name: role.stage for name, role in GRAPH_ROLES.items()}
 # Backend variants: "<backend>@<ISA>" runs the backend with oneDNN capped at that ISA (benchmarks/README.md:
 # MindSpore's CPU 3x3 convolution takes oneDNN's reference kernel on AVX-512 machines).
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
-ARENA_MODS = {"noarena": False, "arena": True}      # onnxruntime@noarena / @arena: its CPU memory arena
+# onnxruntime@<mod>: its memory plan for every graph, as RunOptions fields (plain onnxruntime = the runtime's
+# per-graph plan, onnxruntime_backend.memory_plan); @reuse = buffer reuse on, arena off; @noreuse = the opposite
+ORT_MEMORY_MODS = {"noarena": {"cpu_mem_arena": False}, "arena": {"cpu_mem_arena": True},
+                   "reuse": {"memory_reuse": True, "cpu_mem_arena": False},
+                   "noreuse": {"memory_reuse": False, "cpu_mem_arena": True}}
 PRECISION_MODS = ("f32", "bf16")                     # openvino@f32 / @bf16 (RunOptions.precision)
 CHILD_FLAG = "--child"
 SYNTHETIC_IMAGE_SEED = 0
@@ -59,49 +63,47 @@ class BackendRun:
     steps: int = 2                     # Euler steps of the end-to-end run (0 = no end-to-end run)
     e2e_repeats: int = 1
     graphs: Tuple[str, ...] = tuple(GRAPH_STAGES)
-    ort_arena: Optional[bool] = None   # ORT CPU memory arena on/off; None = the runtime's default
+    ort_memory: Dict[str, bool] = field(default_factory=dict)   # RunOptions fields from ORT_MEMORY_MODS
     precision: str = "auto"            # openvino: f32 | bf16 | auto
     out_jsonl: str = ""
 
 
-def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Optional[bool], str]:
-    """A backend with optional @modifiers -> (backend, label, environment, ORT memory arena or None, precision).
+def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Dict[str, bool], str]:
+    """A backend with optional @modifiers -> (backend, label, environment, ORT memory-plan options, precision).
 
     '@f32' / '@bf16' set OpenVINO's precision (RunOptions.precision; default auto).
 
     '@<ISA>' sets oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) for the run: mindspore@AVX2 caps it, mindspore@ALL lifts
     any cap (runtime/backends caps MindSpore at AVX2 unless the variable is set). '@noarena' / '@arena' run ONNX
-    Runtime without / with its CPU memory arena (the full-size UNet needs it off to fit in 24 GB, README)."""
+    Runtime without / with its CPU memory arena, '@reuse' / '@noreuse' with / without its buffer-reuse plan (ORT_MEMORY_MODS)."""
     from runtime.backends import BACKENDS
 
     name, *mods = spec.split("@")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} in {spec!r}; expected one of {list(BACKENDS)}, optionally "
-                         f"with @ISA (e.g. mindspore@AVX2, mindspore@ALL) or @noarena / @arena (onnxruntime)")
-    env, arena, precision = {}, None, "auto"
+                         f"with @ISA (e.g. mindspore@AVX2, mindspore@ALL) or @noarena / @arena / @reuse / @noreuse (onnxruntime)")
+    env, memory, precision = {}, {}, "auto"
     for mod in mods:
         if mod.lower() in PRECISION_MODS:
             if name != "openvino":
                 raise ValueError(f"@{mod} applies to openvino only, got {spec!r}")
             precision = mod.lower()
-        elif mod.lower() in ARENA_MODS:
+        elif mod.lower() in ORT_MEMORY_MODS:
             if name != "onnxruntime":
                 raise ValueError(f"@{mod} applies to onnxruntime only, got {spec!r}")
-            arena = ARENA_MODS[mod.lower()]
+            memory.update(ORT_MEMORY_MODS[mod.lower()])
         elif mod:
             env[ISA_ENV] = mod.upper()
-    return name, spec, env, arena, precision
+    return name, spec, env, memory, precision
 
 
-def run_options(threads: int, arena: Optional[bool], precision: str = "auto", cache_dir: Optional[str] = None):
-    """runtime.backends.RunOptions for a run; `arena` (from '@arena' / '@noarena') sets cpu_mem_arena, None keeps
-    the runtime's default."""
+def run_options(threads: int, memory: Optional[Dict[str, bool]] = None, precision: str = "auto",
+                cache_dir: Optional[str] = None):
+    """runtime.backends.RunOptions for a run; `memory` (from the ORT_MEMORY_MODS modifiers) sets memory_reuse /
+    cpu_mem_arena, the rest keep the runtime's defaults."""
     from runtime import RunOptions
 
-    kwargs = {"intra_op_threads": threads, "precision": precision, "cache_dir": cache_dir}
-    if arena is not None:
-        kwargs["cpu_mem_arena"] = arena
-    return RunOptions(**kwargs)
+    return RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir, **(memory or {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def _child(run: BackendRun) -> None:
     # openvino compiles into a cache that starts empty (cwd is the child's scratch folder): the first load of a
     # graph is a cold compile, a second one ("graph_cached") reads the compiled blob
     cache = os.path.abspath("ov_cache") if run.backend == "openvino" else None
-    options = run_options(run.threads, run.ort_arena, run.precision, cache)
+    options = run_options(run.threads, run.ort_memory, run.precision, cache)
 
     def load(g: str, phase: str):
         t0 = time.perf_counter()
@@ -262,7 +264,7 @@ def run_backend(run: BackendRun, timeout: float) -> List[dict]:
                 detail += " (SIGKILL: on Linux usually the out-of-memory killer)"
             records.append({"backend": run.label, "record": "error", "error": status + detail})
         records.append({"backend": run.label, "record": "backend", "name": run.backend, "env": run.env,
-                        "ort_arena": run.ort_arena, "precision": run.precision, "threads": run.threads,
+                        "ort_memory": run.ort_memory, "precision": run.precision, "threads": run.threads,
                         "status": status,
                         "wall_s": time.perf_counter() - t0})
         return records
@@ -296,7 +298,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
     progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads)"
              + (f", OpenVINO bf16 matmul peak {bf16_peak['gflops_best']:.0f} GFLOP/s" if bf16_peak else "")
              + f"; load {records[0]['machine']['loadavg_1_5_15']}")
-    for name, label, env, arena, precision in parsed:
+    for name, label, env, memory, precision in parsed:
         why = _skip_reason(name, manifest)
         if why:
             records.append({"backend": label, "record": "skipped", "reason": why})
@@ -304,7 +306,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
             continue
         progress(f"{label}: running ...")
         run = BackendRun(str(graphs_dir), name, label, env, threads, warmup, repeats, steps, e2e_repeats,
-                         tuple(graphs), ort_arena=arena, precision=precision)
+                         tuple(graphs), ort_memory=memory, precision=precision)
         recs = run_backend(run, timeout)
         records += recs
         progress(f"{label}: {recs[-1]['status']} in {recs[-1]['wall_s']:.1f} s")

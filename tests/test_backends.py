@@ -260,16 +260,20 @@ def test_threads_option_reaches_onnxruntime(toy):
     assert runner.session.get_session_options().intra_op_num_threads == 1
 
 
-@pytest.mark.parametrize("reuse, arena", [(False, True), (True, False)])
-def test_memory_plan_options_reach_onnxruntime(toy, reuse, arena):
-    """Default: onnxruntime's buffer-reuse plan off, its CPU arena on (11.9 GiB instead of 20.75 GiB on the 576 px
-    UNet call); both can be set back."""
-    options = RunOptions() if (reuse, arena) == (False, True) else RunOptions(memory_reuse=reuse, cpu_mem_arena=arena)
-    runner = load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime", options=options)
+@pytest.mark.parametrize("graph, options, reuse, arena", [
+    ("unet", RunOptions(), False, True),                       # the default per-graph plan
+    ("vae_decoder", RunOptions(), True, False),
+    ("clip_encoder", RunOptions(), True, False),
+    ("unet", RunOptions(memory_reuse=True), True, False),      # RunOptions override it; the arena follows
+    ("clip_encoder", RunOptions(memory_reuse=False, cpu_mem_arena=False), False, False)])
+def test_memory_plan_reaches_onnxruntime(toy, graph, options, reuse, arena):
+    """The UNet runs without onnxruntime's buffer-reuse plan and with its CPU arena (11.9 GiB instead of 20.75 GiB
+    on the 576 px call), the straight graphs with reuse and no arena; RunOptions set either."""
+    runner = load_graph(Manifest.load(toy[0]), graph, backend="onnxruntime", options=options)
     so = runner.session.get_session_options()
     assert (so.enable_mem_reuse, so.enable_cpu_mem_arena) == (reuse, arena)
     feeds = runner.spec.example_inputs(0)
-    again = load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime",
+    again = load_graph(Manifest.load(toy[0]), graph, backend="onnxruntime",
                        options=RunOptions(memory_reuse=not reuse, cpu_mem_arena=not arena))
     for name, out in runner.run(feeds).items():               # the memory plan changes no result
         np.testing.assert_array_equal(out, again.run(feeds)[name])

@@ -175,13 +175,17 @@ def test_summarize_and_time_calls():
 def test_backend_variants_parse():
     from benchmarks.run import ISA_ENV, parse_backend
 
-    assert parse_backend("onnxruntime") == ("onnxruntime", "onnxruntime", {}, None, "auto")
-    assert parse_backend("mindspore@avx2") == ("mindspore", "mindspore@avx2", {ISA_ENV: "AVX2"}, None, "auto")
-    assert parse_backend("mindspore@ALL") == ("mindspore", "mindspore@ALL", {ISA_ENV: "ALL"}, None, "auto")
-    assert parse_backend("onnxruntime@noarena") == ("onnxruntime", "onnxruntime@noarena", {}, False, "auto")
-    assert parse_backend("onnxruntime@arena") == ("onnxruntime", "onnxruntime@arena", {}, True, "auto")
-    assert parse_backend("openvino@bf16") == ("openvino", "openvino@bf16", {}, None, "bf16")
-    assert parse_backend("openvino@f32") == ("openvino", "openvino@f32", {}, None, "f32")
+    assert parse_backend("onnxruntime") == ("onnxruntime", "onnxruntime", {}, {}, "auto")
+    assert parse_backend("mindspore@avx2") == ("mindspore", "mindspore@avx2", {ISA_ENV: "AVX2"}, {}, "auto")
+    assert parse_backend("mindspore@ALL") == ("mindspore", "mindspore@ALL", {ISA_ENV: "ALL"}, {}, "auto")
+    assert parse_backend("onnxruntime@noarena") == ("onnxruntime", "onnxruntime@noarena", {},
+                                                    {"cpu_mem_arena": False}, "auto")
+    assert parse_backend("onnxruntime@arena") == ("onnxruntime", "onnxruntime@arena", {}, {"cpu_mem_arena": True},
+                                                  "auto")
+    assert parse_backend("onnxruntime@reuse")[3] == {"memory_reuse": True, "cpu_mem_arena": False}
+    assert parse_backend("onnxruntime@noreuse")[3] == {"memory_reuse": False, "cpu_mem_arena": True}
+    assert parse_backend("openvino@bf16") == ("openvino", "openvino@bf16", {}, {}, "bf16")
+    assert parse_backend("openvino@f32") == ("openvino", "openvino@f32", {}, {}, "f32")
     with pytest.raises(ValueError, match="openvino only"):
         parse_backend("onnxruntime@bf16")
     with pytest.raises(ValueError, match="unknown backend"):

@@ -38,12 +38,10 @@ class DeviceSpec:
 class RunOptions:
     """Engine knobs shared by the backends (each uses what it supports)."""
     intra_op_threads: int = 0    # 0 = the engine's default
-    # onnxruntime's memory plan. Its buffer-reuse plan (onnxruntime's own default) made the 576 px UNet call
-    # (batch 21) peak at 20.75 GiB, where the graph never holds more than 2.7 GiB of activations at once; with
-    # reuse off and the CPU arena on it peaks at 11.88 GiB and a warm call takes 1.16x as long; reuse off without
-    # the arena, 8.78 GiB at 2x the time (every tensor is a fresh allocation). benchmarks/README.md 5.5.
-    memory_reuse: bool = False
-    cpu_mem_arena: bool = True
+    # onnxruntime's memory plan: its buffer-reuse plan and its CPU arena; None = per graph, as
+    # onnxruntime_backend.memory_plan decides (reuse off and arena on for the UNet, the opposite elsewhere).
+    memory_reuse: Optional[bool] = None
+    cpu_mem_arena: Optional[bool] = None
     # openvino: f32 | bf16 | auto (bf16 where the CPU has it natively); see openvino_backend.py
     precision: str = "auto"
     # openvino: compiled-model cache folder; None = the default ($SV3D_CACHE_DIR/openvino or

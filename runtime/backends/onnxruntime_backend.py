@@ -2,13 +2,12 @@
 
 Providers: CPUExecutionProvider always; CUDAExecutionProvider for device "cuda" and CANNExecutionProvider for
 "ascend" (each with the device id), refused with a clear error when this onnxruntime build lacks it. Sessions use
-graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default). Memory:
-onnxruntime's buffer-reuse plan is off and its CPU arena on (RunOptions.memory_reuse / cpu_mem_arena): at 576 px
-the UNet call peaks at 11.9 GiB that way, against 20.75 GiB with reuse, at 1.16x the time of a warm call.
+graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default). The memory
+plan is chosen per graph (memory_plan; RunOptions.memory_reuse / cpu_mem_arena override it).
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -62,22 +61,41 @@ def _declared(args) -> list:
     return [(a.name, tuple(a.shape) if a.shape is not None else None, dtype_name("ort", a.type)) for a in args]
 
 
-def session_options(options: RunOptions):
-    """The onnxruntime SessionOptions of every session we open (the benchmarks' profiler uses them too)."""
+# Graphs run without onnxruntime's buffer-reuse plan. That plan hands a freed buffer only to a later tensor of
+# exactly the same shape, and frees it only after the last reader of every tensor that used it. The UNet's up path
+# repeats its down path's shapes, so each down-path buffer is held through the middle of the network until its
+# up-path twin is done: the 576 px call (batch 21) peaked at 20.75 GiB, where the graph never holds more than
+# 2.7 GiB of activations at once. Without reuse it peaks at 8.78 GiB, but every tensor is a fresh allocation (2x
+# the time); the CPU arena keeps freed blocks for the next tensors: 11.88 GiB, 1.16x the time of a warm call.
+# The straight graphs (CLIP, VAE encoder and decoder) keep the reuse plan without the arena (the arena with reuse
+# off pushed the 576 px decoder past 24 GB, while reuse peaks it at 9.44 GiB). benchmarks/README.md 5.5.
+NO_REUSE_GRAPHS = ("unet",)
+
+
+def memory_plan(graph: str, options: RunOptions) -> Tuple[bool, bool]:
+    """(buffer reuse, CPU arena) for a graph: RunOptions where set; else reuse except for NO_REUSE_GRAPHS, and the
+    arena exactly where reuse is off (with reuse on, the arena also keeps what the plan over-holds: past 24 GB on
+    the full-size UNet, benchmarks/README.md 5.2)."""
+    reuse = graph not in NO_REUSE_GRAPHS if options.memory_reuse is None else bool(options.memory_reuse)
+    arena = (not reuse) if options.cpu_mem_arena is None else bool(options.cpu_mem_arena)
+    return reuse, arena
+
+
+def session_options(options: RunOptions, graph: str):
+    """The onnxruntime SessionOptions of every session we open for `graph` (the benchmarks' profiler uses them)."""
     ort = _import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
         so.intra_op_num_threads = int(options.intra_op_threads)
-    so.enable_mem_reuse = bool(options.memory_reuse)
-    so.enable_cpu_mem_arena = bool(options.cpu_mem_arena)
+    so.enable_mem_reuse, so.enable_cpu_mem_arena = memory_plan(graph, options)
     so.log_severity_level = 3                  # errors only: keep the CLI output readable
     return so
 
 
 def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OnnxRuntimeRunner:
     ort = _import_ort()
-    so = session_options(options)
+    so = session_options(options, entry.spec.name)
     try:
         session = ort.InferenceSession(path, sess_options=so, providers=providers_for(device))
     except BackendError:
