@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from runtime.backends import BACKENDS
 from runtime.specs import DTYPES
 
 DEFAULT_BACKENDS = "onnxruntime,mindspore,mslite"
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--cache", default=str(DEFAULT_CACHE), help="where exports made here are kept")
     run = p.add_argument_group("how")
     run.add_argument("--backends", default=DEFAULT_BACKENDS,
-                     help="comma-separated: onnxruntime, mindspore, mslite; NAME@ISA caps oneDNN's ISA for that "
-                          "run (e.g. mindspore@AVX2); onnxruntime@noarena / @arena / @reuse / @noreuse set ORT's memory plan (benchmarks/run.py ORT_MEMORY_MODS)")
+                     help=f"comma-separated: {', '.join(BACKENDS)}; NAME@ISA caps oneDNN's ISA for that run "
+                          "(e.g. mindspore@AVX2); openvino@f32 / @bf16 set its precision; onnxruntime@noarena / "
+                          "@arena / @reuse / @noreuse set ORT's memory plan (benchmarks/run.py PRECISION_MODS, "
+                          "ORT_MEMORY_MODS)")
     run.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = engine default)")
     run.add_argument("--warmup", type=int, default=1)
     run.add_argument("--repeats", type=int, default=3)
