@@ -29,8 +29,13 @@ def _fmt_flops(f: Optional[int]) -> str:
     return f"{f / 1e12:.3f} T" if f >= 1e11 else f"{f / 1e9:.3f} G"
 
 
+def _pct(fraction: Optional[float]) -> str:
+    return f"{100 * fraction:.1f}" if fraction else "-"
+
+
 def header_lines(run: dict) -> List[str]:
     m, v, p, s = run["machine"], run["versions"], run["sgemm_peak"], run["shapes"]
+    b = run.get("bf16_peak")                 # OpenVINO's bf16 MatMul, measured when an openvino run is benchmarked
     flags = ", ".join(k for k, on in m["flags"].items() if on) or "none of interest"
     engines = ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "python")
     return [
@@ -42,6 +47,8 @@ def header_lines(run: dict) -> List[str]:
         f"- Python {v['python']}; {engines}",
         f"- fp32 matmul peak measured in this run: {p['op']}, {p['threads']} threads, best of {p['repeats']}: "
         f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})",
+        *([f"- bf16 matmul peak measured in this run: {b['op']}, {b['threads']} threads, best of {b['repeats']}: "
+           f"**{b['gflops_best']:.1f} GFLOP/s** (median {b['gflops_median']:.1f})"] if b else []),
         f"- shapes: resolution {s['resolution']} (latent {run.get('latent_size', '?')}), {s['num_frames']} frames, "
         f"UNet "
         f"batch {s['unet_batch']}, decode chunk {s['decode_chunk']}, dtype {s['dtype']}, attention_chunk "
@@ -49,7 +56,8 @@ def header_lines(run: dict) -> List[str]:
         f"- method: {run['warmup']} warm-up + {run['repeats']} timed calls per graph on random inputs; end-to-end "
         f"{run['e2e_repeats']} x generate({run['steps']} steps) after the warm-ups; intra-op threads "
         f"{run['threads'] or 'engine default'}. FLOPs: models/flops.py (2 per MAC, matmul + conv only), what "
-        f"the graph executes; GFLOP/s = FLOPs / median; '% peak' = that over the sgemm peak.",
+        f"the graph executes; GFLOP/s = FLOPs / median; '% peak' = that over the sgemm peak"
+        + ("; '% bf16 peak' = that over the bf16 matmul peak." if b else "."),
         "",
     ]
 
@@ -88,20 +96,23 @@ def to_markdown(records: List[dict]) -> str:
     lines.append("")
 
     # stages side by side
+    bf16 = bool(run.get("bf16_peak"))
     lines += ["## Latency per stage (seconds)", "",
-              "| stage | backend | n | median | min | p90 | max | first call | GFLOP counted | GFLOP/s | % peak |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| stage | backend | n | median | min | p90 | max | first call | GFLOP counted | GFLOP/s | % peak |"
+              + (" % bf16 peak |" if bf16 else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if bf16 else "")]
     stages = [r for r in records if r["record"] == "stage"]
     for stage in STAGE_ORDER:
         for b in backends:
             for r in (x for x in stages if x["stage"] == stage and x["backend"] == b):
                 label = stage + (f" ({r['steps']} steps)" if stage == "end_to_end" else "")
                 gf = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
-                pf = f"{100 * r['peak_fraction']:.1f}" if r.get("peak_fraction") else "-"
+                pf = _pct(r.get("peak_fraction"))
                 first = _fmt_s(r["warmup_s"][0]) if r.get("warmup_s") else "-"
                 lines.append(f"| {label} | {b} | {r['n']} | {_fmt_s(r['median_s'])} | {_fmt_s(r['min_s'])} | "
                              f"{_fmt_s(r['p90_s'])} | {_fmt_s(r['max_s'])} | {first} | "
-                             f"{_fmt_flops(r.get('flops'))} | {gf} | {pf} |")
+                             f"{_fmt_flops(r.get('flops'))} | {gf} | {pf} |"
+                             + (f" {_pct(r.get('bf16_peak_fraction'))} |" if bf16 else ""))
     lines.append("")
     refs = [r for r in stages if r.get("gflops_reference") and r["stage"] in ("unet_call", "unet_step")]
     if refs:

@@ -206,6 +206,41 @@ def test_machine_info_and_peak_probe():
     assert p["flops"] == 2 * 128 ** 3 and p["threads"] == 1 and p["gflops_best"] >= p["gflops_median"] > 0
 
 
+def _peak(op, gflops):
+    return {"op": op, "threads": 2, "repeats": 3, "gflops_best": gflops, "gflops_median": gflops}
+
+
+def _records(bf16_peak):
+    run = {"record": "run", "variant": "sv3d_u", "graphs_dir": "g", "created": "now", "warmup": 0, "repeats": 1,
+           "e2e_repeats": 0, "steps": 0, "threads": 0, "latent_size": 4,
+           "machine": {"cpu_model": "cpu", "cpus_usable": 2, "ram_bytes": 2 ** 34, "flags": {"avx512_bf16": True},
+                       "loadavg_1_5_15": [0.1, 0.2, 0.3]},
+           "versions": {"python": "3"}, "shapes": {"resolution": 32, "num_frames": 21, "unet_batch": 21,
+                                                   "decode_chunk": 7, "dtype": "float32", "attention_chunk": 0},
+           "sgemm_peak": _peak("numpy sgemm", 200.0), "bf16_peak": bf16_peak}
+    stage = {"record": "stage", "stage": "unet_call", "backend": "openvino@bf16", "n": 1, "times_s": [2.0],
+             "median_s": 2.0, "min_s": 2.0, "p90_s": 2.0, "max_s": 2.0, "flops": 800e9}
+    return [run, stage, {"record": "end", "loadavg_1_5_15": [0.1, 0.2, 0.3]}]
+
+
+def test_report_gives_efficiency_against_both_measured_peaks():
+    """400 GFLOP/s is 200 % of a 200 GFLOP/s sgemm peak and 50 % of an 800 GFLOP/s bf16 peak; without a bf16
+    probe (no openvino run) the column is absent rather than empty."""
+    from benchmarks.report import to_markdown
+    from benchmarks.run import add_efficiency
+
+    md = to_markdown(add_efficiency(_records(_peak("openvino matmul bf16", 800.0))))
+    assert "bf16 matmul peak measured in this run: openvino matmul bf16" in md and "**800.0 GFLOP/s**" in md
+    header = next(line for line in md.splitlines() if line.startswith("| stage |"))
+    row = next(line for line in md.splitlines() if line.startswith("| unet_call |"))
+    cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|")))
+    cells = {k.strip(): v.strip() for k, v in cells.items()}
+    assert (cells["GFLOP/s"], cells["% peak"], cells["% bf16 peak"]) == ("400.0", "200.0", "50.0")
+
+    md = to_markdown(add_efficiency(_records(None)))
+    assert "bf16 peak" not in md and "| 400.0 | 200.0 |" in md
+
+
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("mindspore"), reason="mindspore not installed")
 def test_mindspore_conv_workarounds_compute_the_same_convolution():
     """The im2col rewrites of a 3x3 conv that benchmarks/README.md proposes match MindSpore's own Conv2d."""

@@ -74,8 +74,11 @@ NO_REUSE_GRAPHS = ("unet",)
 
 def memory_plan(graph: str, options: RunOptions) -> Tuple[bool, bool]:
     """(buffer reuse, CPU arena) for a graph: RunOptions where set; else reuse except for NO_REUSE_GRAPHS, and the
-    arena exactly where reuse is off (with reuse on, the arena also keeps what the plan over-holds: past 24 GB on
-    the full-size UNet, benchmarks/README.md 5.2)."""
+    arena exactly where reuse is off. Why (benchmarks/README.md 5.5): the reuse plan holds each down-path buffer of
+    the UNet until its same-shape up-path twin is done (20.75 GiB at 576 px, against 11.88 without reuse, with the
+    arena); with reuse on, the arena would also keep what the plan over-holds (24.3 GB, OOM); and a straight graph
+    without reuse grows the arena to its whole live set (a 576 px run was OOM-killed at 23.2 GiB in the decoder,
+    which peaks at 9.44 GiB with reuse and no arena)."""
     reuse = graph not in NO_REUSE_GRAPHS if options.memory_reuse is None else bool(options.memory_reuse)
     arena = (not reuse) if options.cpu_mem_arena is None else bool(options.cpu_mem_arena)
     return reuse, arena
