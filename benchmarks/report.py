@@ -33,6 +33,11 @@ def _pct(fraction: Optional[float]) -> str:
     return f"{100 * fraction:.1f}" if fraction else "-"
 
 
+def _peak_line(kind: str, p: dict) -> str:
+    return (f"- {kind} matmul peak measured in this run: {p['op']}, {p['threads']} threads, best of {p['repeats']}: "
+            f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})")
+
+
 def header_lines(run: dict) -> List[str]:
     m, v, p, s = run["machine"], run["versions"], run["sgemm_peak"], run["shapes"]
     b = run.get("bf16_peak")                 # OpenVINO's bf16 MatMul, measured when an openvino run is benchmarked
@@ -45,10 +50,8 @@ def header_lines(run: dict) -> List[str]:
         f"{_fmt_bytes(m['ram_bytes'])} RAM{' (VM)' if m.get('hypervisor') else ''}; flags: {flags}",
         f"- load average at start (1/5/15 min): {', '.join(f'{x:.2f}' for x in m['loadavg_1_5_15'] or [])}",
         f"- Python {v['python']}; {engines}",
-        f"- fp32 matmul peak measured in this run: {p['op']}, {p['threads']} threads, best of {p['repeats']}: "
-        f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})",
-        *([f"- bf16 matmul peak measured in this run: {b['op']}, {b['threads']} threads, best of {b['repeats']}: "
-           f"**{b['gflops_best']:.1f} GFLOP/s** (median {b['gflops_median']:.1f})"] if b else []),
+        _peak_line("fp32", p),
+        *([_peak_line("bf16", b)] if b else []),
         f"- shapes: resolution {s['resolution']} (latent {run.get('latent_size', '?')}), {s['num_frames']} frames, "
         f"UNet "
         f"batch {s['unet_batch']}, decode chunk {s['decode_chunk']}, dtype {s['dtype']}, attention_chunk "
@@ -97,22 +100,19 @@ def to_markdown(records: List[dict]) -> str:
 
     # stages side by side
     bf16 = bool(run.get("bf16_peak"))
-    lines += ["## Latency per stage (seconds)", "",
-              "| stage | backend | n | median | min | p90 | max | first call | GFLOP counted | GFLOP/s | % peak |"
-              + (" % bf16 peak |" if bf16 else ""),
-              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if bf16 else "")]
+    cols = ["stage", "backend", "n", "median", "min", "p90", "max", "first call", "GFLOP counted", "GFLOP/s",
+            "% peak"] + (["% bf16 peak"] if bf16 else [])
+    lines += ["## Latency per stage (seconds)", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     stages = [r for r in records if r["record"] == "stage"]
     for stage in STAGE_ORDER:
         for b in backends:
             for r in (x for x in stages if x["stage"] == stage and x["backend"] == b):
                 label = stage + (f" ({r['steps']} steps)" if stage == "end_to_end" else "")
-                gf = f"{r['gflops']:.1f}" if r.get("gflops") else "-"
-                pf = _pct(r.get("peak_fraction"))
-                first = _fmt_s(r["warmup_s"][0]) if r.get("warmup_s") else "-"
-                lines.append(f"| {label} | {b} | {r['n']} | {_fmt_s(r['median_s'])} | {_fmt_s(r['min_s'])} | "
-                             f"{_fmt_s(r['p90_s'])} | {_fmt_s(r['max_s'])} | {first} | "
-                             f"{_fmt_flops(r.get('flops'))} | {gf} | {pf} |"
-                             + (f" {_pct(r.get('bf16_peak_fraction'))} |" if bf16 else ""))
+                cells = [label, b, r["n"], _fmt_s(r["median_s"]), _fmt_s(r["min_s"]), _fmt_s(r["p90_s"]),
+                         _fmt_s(r["max_s"]), _fmt_s(r["warmup_s"][0]) if r.get("warmup_s") else "-",
+                         _fmt_flops(r.get("flops")), f"{r['gflops']:.1f}" if r.get("gflops") else "-",
+                         _pct(r.get("peak_fraction"))] + ([_pct(r.get("bf16_peak_fraction"))] if bf16 else [])
+                lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     refs = [r for r in stages if r.get("gflops_reference") and r["stage"] in ("unet_call", "unet_step")]
     if refs:
