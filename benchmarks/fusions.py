@@ -53,7 +53,7 @@ def _child(path: str, graph: str, graphs: str, backend: str, form: str, warmup: 
 def measure(graphs: Path, graph: str, backend: str, work: Path, warmup: int, repeats: int,
             variants: Optional[Sequence[str]] = None, progress=print) -> List[dict]:
     """One record per variant (module docstring). `graphs` must be a plain-form export."""
-    from export.onnx_fuse import FUSIONS, fuse_file
+    from export.onnx_fuse import FORMS, fuse_file
     from runtime.manifest import Manifest
 
     manifest = Manifest.load(graphs)
@@ -61,10 +61,10 @@ def measure(graphs: Path, graph: str, backend: str, work: Path, warmup: int, rep
     if entry.form != "plain":
         raise ValueError(f"{graphs}: graph {graph} is in the {entry.form!r} form; this measures fusions from the "
                          f"plain form (python -m export ... --onnx-form plain)")
-    variants = list(variants or variants_of(FUSIONS))
-    unknown = [v for v in variants if v not in variants_of(FUSIONS)]
+    variants = list(variants or variants_of(FORMS["fused"]))
+    unknown = [v for v in variants if v not in variants_of(FORMS["fused"])]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {variants_of(FUSIONS)}")
+        raise ValueError(f"unknown variant(s) {unknown}; expected some of {variants_of(FORMS["fused"])}")
     src = manifest.root / entry.model_file
     records = []
     for v in variants:
@@ -76,7 +76,7 @@ def measure(graphs: Path, graph: str, backend: str, work: Path, warmup: int, rep
             path = folder / src.name
             t0 = time.perf_counter()
             data = [Path(f.path).name for f in entry.files if f.path != entry.model_file]
-            report = fuse_file(src, path, data[0] if data else None, FUSIONS if v == ALL else [v])
+            report = fuse_file(src, path, data[0] if data else None, FORMS["fused"] if v == ALL else [v])
             fuse = {"seconds": time.perf_counter() - t0, **report.to_dict()}
         try:
             cmd = [sys.executable, "-m", "benchmarks.fusions", "--child", str(path), "--graph", graph, "--graphs",

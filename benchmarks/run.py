@@ -146,7 +146,7 @@ def _child(run: BackendRun) -> None:
     emit({"record": "memory", "point": "start", "rss_bytes": _rss()})
     manifest = Manifest.load(run.graphs_dir)
     cfg, shapes = manifest.sv3d_config(), manifest.shapes
-    manifest.verify_files(backend_format(run.backend), checksums=False)
+    manifest.verify_files(backend_format(run.backend, manifest), checksums=False)
     # openvino compiles into a cache that starts empty (cwd is the child's scratch folder): the first load of a
     # graph is a cold compile, a second one ("graph_cached") reads the compiled blob
     cache = os.path.abspath("ov_cache") if run.backend == "openvino" else None
@@ -228,7 +228,7 @@ def _skip_reason(backend: str, manifest) -> Optional[str]:
     ok, why = backend_available(backend)
     if not ok:
         return why
-    fmt = backend_format(backend)
+    fmt = backend_format(backend, manifest)
     if fmt not in manifest.formats():
         return f"the export has no {fmt} graphs (it has {list(manifest.formats())})"
     return None

@@ -173,8 +173,16 @@ def plan(options: ExportOptions) -> Plan:
     if need > free:
         raise ExportError(f"not enough disk space for the export in {probe}: expected about {human_bytes(need)} "
                           f"free (graphs in {len(formats)} format(s) plus scratch), got {human_bytes(free)} free")
+    if "mslite" in formats:
+        from runtime.backends import backend_available
+
+        ok, why = backend_available("mslite")
+        if not ok:
+            raise ExportError(f"--formats mslite needs the MindSpore Lite converter: {why}")
     scores = attention_scores_bytes(cfg, shapes)
-    spelled_out = "mindir" in formats or options.onnx_form == "plain"     # fused ONNX attention holds no scores
+    # attention is spelled out (a score matrix per call) in MindIR, in plain ONNX and in the mslite form;
+    # the fused ONNX form's MultiHeadAttention holds no scores
+    spelled_out = "mindir" in formats or "mslite" in formats or options.onnx_form == "plain"
     if spelled_out and scores > ATTENTION_WARN_BYTES:
         log.warning(f"note: with plain attention one score matrix of these graphs takes {scores / 2 ** 30:.1f} GiB "
                     f"at run time; --attention-chunk 1024 bounds it (the export itself does not run it)")
@@ -216,7 +224,7 @@ def _peak_rss(who: int = resource.RUSAGE_SELF) -> int:
     return resource.getrusage(who).ru_maxrss * 1024        # Linux reports KiB
 
 
-def _tools() -> dict:
+def _tools(formats) -> dict:
     import mindspore
 
     tools = {"mindspore": mindspore.__version__, "numpy": np.__version__, "python": platform.python_version()}
@@ -225,6 +233,8 @@ def _tools() -> dict:
             tools[mod] = __import__(mod).__version__
         except ImportError:
             tools[mod] = None
+    if "mslite" in formats:
+        tools["mindspore_lite_converter"] = workers.mslite_version()
     return tools
 
 
@@ -236,7 +246,7 @@ class Exporter:
         self.p = p
         self.root = root
         self.scratch = root / SCRATCH
-        self.fusions: Dict[str, dict] = {}      # graph -> export/onnx_fuse report (fused form)
+        self.fusions: Dict[Tuple[str, str], dict] = {}   # (format, graph) -> export/onnx_fuse report of its form
 
     def isolated(self, name: str) -> bool:
         """--isolate on/off, or auto: worker processes for graphs whose weights exceed ISOLATE_BYTES."""
@@ -257,7 +267,8 @@ class Exporter:
 
         p, written = self.p, {}
         spec = graph_specs(p.cfg, shapes)[name]
-        from_mindir = "onnx" in p.formats and (p.onnx_source == "mindir" or (p.onnx_source == "auto" and not iso))
+        needs_onnx = "onnx" in p.formats or "mslite" in p.formats      # mslite is converted from our ONNX
+        from_mindir = needs_onnx and (p.onnx_source == "mindir" or (p.onnx_source == "auto" and not iso))
         folder = out_root / "mindir" if "mindir" in p.formats else self.scratch / "mindir_source"
         model = None
         if "mindir" in p.formats or from_mindir:
@@ -266,25 +277,38 @@ class Exporter:
                                        folder)
             if "mindir" in p.formats:
                 written["mindir"] = (model, files, time.perf_counter() - t0)
-        if "onnx" in p.formats:
+        if needs_onnx:
             t0 = time.perf_counter()
             if from_mindir:
                 got = mindir_input_names(model)
                 if got != list(spec.input_names):
                     raise ParityError(f"graph {name}: MindIR inputs {got} are not the spec's {list(spec.input_names)}")
             work = self.scratch / f"onnx_{name}"
+            onnx_folder = out_root / "onnx" if "onnx" in p.formats else work / "plain"
             try:
                 raw = self._guard(name, "onnx", workers.call, iso, workers.export_onnx_raw, p, name, shapes,
                                   model if from_mindir else None, work)
                 onnx_model, onnx_files = self._guard(name, "onnx", workers.call, iso, workers.pack_onnx, raw, spec,
-                                                     out_root / "onnx", from_mindir)
-                if p.onnx_form == "fused":
-                    fused = self._guard(name, "onnx", self.fuse, onnx_model, onnx_files, work)
-                    if out_root == self.root:                       # not the twin's
-                        self.fusions[name] = fused
+                                                     onnx_folder, from_mindir)
+                t_onnx = time.perf_counter() - t0
+                if "mslite" in p.formats:          # from the plain ONNX, before the onnx format is fused in place
+                    t1 = time.perf_counter()
+                    lite, lite_files, report = self._guard(name, "mslite", workers.call, True, workers.convert_mslite,
+                                                           onnx_model, onnx_files, out_root / "mslite", work)
+                    written["mslite"] = (lite, lite_files, time.perf_counter() - t1)
+                    if out_root == self.root:
+                        self.fusions[("mslite", name)] = report
+                    log.info(f"  {name} [mslite] converted by MindSpore Lite: {report['summary']}, "
+                             f"{report['convert_seconds']:.1f} s")
+                if "onnx" in p.formats:
+                    t1 = time.perf_counter()
+                    if p.onnx_form == "fused":
+                        fused = self._guard(name, "onnx", self.fuse, onnx_model, onnx_files, work)
+                        if out_root == self.root:                       # not the twin's
+                            self.fusions[("onnx", name)] = fused
+                    written["onnx"] = (onnx_model, onnx_files, t_onnx + time.perf_counter() - t1)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            written["onnx"] = (onnx_model, onnx_files, time.perf_counter() - t0)
         if "mindir" not in p.formats and model is not None:
             shutil.rmtree(folder, ignore_errors=True)
         return written
@@ -299,7 +323,8 @@ class Exporter:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         data = [f for f in files if f != model]
-        report = onnx_fuse.fuse_file(model, tmp / model.name, data[0].name if data else None)
+        report = onnx_fuse.fuse_file(model, tmp / model.name, data[0].name if data else None,
+                                     onnx_fuse.FORMS["fused"])
         for f in files:
             os.replace(tmp / f.name, f)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -320,8 +345,8 @@ class Exporter:
     def check_all(self, name: str, written, spec: GraphSpec, iso: bool, run: bool) -> Dict[str, dict]:
         """Every written file loaded by the runtime's backend (export/checks.py), declared I/O checked, and run on
         the example inputs if `run`."""
-        return {fmt: workers.call(iso, workers.check, fmt, name, model, spec, self.scratch,
-                                  self.p.seed if run else None)
+        return {fmt: workers.call(iso or fmt in workers.OWN_PROCESS_FORMATS, workers.check, fmt, name, model,
+                                  spec, self.scratch, self.p.seed if run else None)
                 for fmt, (model, _, _) in written.items()}
 
     def numeric_gate(self, name: str, checks: Dict[str, dict], spec: GraphSpec, ref: np.ndarray) -> Dict[str, dict]:
@@ -351,17 +376,17 @@ class Exporter:
         checks = self.check_all(name, written, spec, iso, run=gate == "full")
         entries = {}
         for fmt, (model, files, t_write) in written.items():
-            form = p.onnx_form if fmt == "onnx" else "plain"
+            form = {"onnx": p.onnx_form, "mslite": "mslite"}.get(fmt, "plain")
             entry = graph_entry(spec, fmt, model, files, self.root, form)
             size = sum(f.bytes for f in entry.files)
             report["formats"][fmt] = {"model_file": entry.model_file, "bytes": size, "files": len(entry.files),
                                       "export_seconds": round(t_write, 3),
                                       "engine_inputs": checks[fmt]["engine_inputs"],
                                       "engine_outputs": checks[fmt]["engine_outputs"]}
-            if fmt == "onnx":
+            if fmt in ("onnx", "mslite"):
                 report["formats"][fmt]["form"] = form
-                if name in self.fusions:
-                    report["formats"][fmt]["fusions"] = self.fusions[name]
+                if (fmt, name) in self.fusions:
+                    report["formats"][fmt]["fusions"] = self.fusions[(fmt, name)]
             entries[fmt] = entry
             log.info(f"  {name} [{fmt}] written in {t_write:.1f} s: {len(files)} file(s), {size / 1e6:.1f} MB")
         log.info(f"  {name}: every file loads in the runtime's backend with the spec's inputs/outputs "
@@ -435,7 +460,7 @@ def run(p: Plan) -> ExportResult:
                      f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
         write_manifest(                                 # read back as the runtime will, before publishing
-            root, p.cfg, p.shapes, graphs, tools=_tools(),
+            root, p.cfg, p.shapes, graphs, tools=_tools(p.formats),
             source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,

@@ -17,7 +17,9 @@ from runtime.specs import GraphSpec
 from .errors import ParityError
 
 # graph format -> the runtime backend that checks it
-CHECK_BACKENDS = {"onnx": "onnxruntime", "mindir": "mindspore"}
+CHECK_BACKENDS = {"onnx": "onnxruntime", "mindir": "mindspore", "mslite": "mslite"}
+# formats whose files declare every input and output with its shape and dtype (checked exactly)
+EXACT_IO_FORMATS = ("onnx", "mslite")
 
 
 def _want(tensors) -> list:
@@ -27,13 +29,13 @@ def _want(tensors) -> list:
 def io_problems(fmt: str, runner: BaseRunner, spec: GraphSpec) -> List[str]:
     """Differences between the inputs/outputs the file declares (runner.declared) and the spec ([] if none).
 
-    ONNX: names, shapes and dtypes of inputs and outputs, exactly. MindIR: inputs with the `<graph>:` prefix
+    ONNX and Lite's MindIR (mslite): names, shapes and dtypes of inputs and outputs, exactly. MindSpore's MindIR: inputs with the `<graph>:` prefix
     stripped, in order; the output count, and each output's shape and dtype where the file records them
     (MindSpore may write outputs without a shape, MINDSPORE_NOTES.md)."""
     if runner.declared is None:
         return [f"the {fmt} file's declared inputs and outputs cannot be read"]
     ins, outs = runner.declared
-    if fmt == "onnx":
+    if fmt in EXACT_IO_FORMATS:
         problems = []
         for what, got, want in (("inputs", ins, spec.inputs), ("outputs", outs, spec.outputs)):
             got, want = [(n, tuple(d) if d is not None else None, t) for n, d, t in got], _want(want)

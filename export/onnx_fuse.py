@@ -18,6 +18,18 @@ This pass, run on the written file, replaces
               each (precise on every engine, see _fuse_groupnorm; no engine has a precise fused GroupNorm on
               the CPU: ONNX Runtime's InstanceNormalization and OpenVINO's MVN both lose 3-6e-4 per 576 px group).
 
+and, for engines whose ONNX importers are stricter (the MindSpore Lite 2.0 converter), two clean-ups:
+
+  identity_slice   Slice with empty starts/ends (how MindSpore writes ``x[...]`` after ExpandDims) -> removed
+                   (Lite cannot infer such a Slice's shape: "InferShape fail ... StridedSlice");
+  conv_attributes  Conv without strides / dilations -> the ONNX defaults written out (Lite reads them as null:
+                   "kernel_size/stride/dilation is nullptr").
+
+Each target engine gets one form, a set of these rewrites (FORMS): "fused" for ONNX Runtime and OpenVINO,
+"mslite" for the Lite converter -- no MultiHeadAttention (Lite 2.0 has no such op: attention stays
+MatMul-Softmax-MatMul, in query chunks with --attention-chunk) and no LayerNormalization (Lite's kernel lost 8e-5
+relative L2 on the tiny CLIP tower, against 2e-6 for the spelled-out form), "plain" for none.
+
 Every match is checked structurally and every replaced GELU region is evaluated on probe values before it is
 replaced, so a graph that does not have the expected form is left as it was (and counted under "skipped").
 The graph's opset is raised from 11 to 17 (LayerNormalization); the only op whose signature changes between them
@@ -38,7 +50,13 @@ import numpy as np
 
 TARGET_OPSET = 17
 MS_DOMAIN = "com.microsoft"
-FUSIONS = ("attention", "gelu", "layernorm", "groupnorm")
+FUSIONS = ("attention", "gelu", "layernorm", "groupnorm", "identity_slice", "conv_attributes")
+# the ONNX form each target engine reads: the rewrites that make it (module docstring); recorded per graph in the
+# manifest (GraphEntry.form)
+FORMS = {"fused": ("attention", "gelu", "layernorm", "groupnorm"),
+         "mslite": ("gelu", "groupnorm", "identity_slice", "conv_attributes"),
+         "plain": ()}
+CONV_DEFAULTS = ("strides", "dilations")     # each an int per spatial axis, default 1
 # ops whose inputs or attributes differ between opset 11 and TARGET_OPSET, beside the Squeeze we convert
 _OPSET_SENSITIVE = {"Unsqueeze", "ReduceSum", "Split", "Resize", "Upsample"}
 GELU_PROBE_TOL = 1e-6          # the A&S erf is within 1.5e-7 of erf; a region further than this is not our GELU
@@ -494,6 +512,34 @@ def _fuse_groupnorm(graph, mean_node, report: FuseReport, done: set) -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------------------------------- clean-ups
+
+
+def _drop_identity_slice(node, report: FuseReport) -> bool:
+    """Slice(x, starts=[], ends=[], ...) selects all of x: its users read x instead."""
+    starts = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if starts is None or starts.size != 0 or node.outputs[0].is_graph_output():
+        return False
+    _ir().convenience.replace_all_uses_with(node.outputs[0], node.inputs[0])
+    report.fused["identity_slice"] += 1
+    return True
+
+
+def _explicit_conv_attributes(node, report: FuseReport) -> bool:
+    """Write the default strides and dilations (1 per spatial axis) on a Conv that leaves them out."""
+    kernel = _ints(node, "kernel_shape")
+    if kernel is None:
+        w = _shape(node.inputs[1])
+        kernel = None if w is None else w[2:]
+    missing = [a for a in CONV_DEFAULTS if a not in node.attributes]
+    if not missing or kernel is None:
+        return False
+    for a in missing:
+        node.attributes[a] = _attr(a, [1] * len(kernel))
+    report.fused["conv_attributes"] += 1
+    return True
+
+
 class _StagedMean:
     """Adapter: the staged mean's last ReduceMean seen as one mean node over the 5D group tensor."""
 
@@ -542,8 +588,8 @@ def _check_fusions(fusions: Sequence[str]) -> frozenset:
     return frozenset(fusions)
 
 
-def fuse_model(model, fusions: Sequence[str] = FUSIONS) -> FuseReport:
-    """Rewrite an onnx_ir Model in place with the named fusions (default: all of FUSIONS; a subset measures
+def fuse_model(model, fusions: Sequence[str] = FORMS["fused"]) -> FuseReport:
+    """Rewrite an onnx_ir Model in place with the named rewrites (default: the "fused" form; a subset measures
     what each one buys); returns what was fused and what was left."""
     want = _check_fusions(fusions)
     ir = _ir()
@@ -566,6 +612,13 @@ def fuse_model(model, fusions: Sequence[str] = FUSIONS) -> FuseReport:
             continue
         if "layernorm" in want:
             _fuse_layernorm(graph, node, report)
+    for node in list(graph):
+        if node.domain != "":
+            continue
+        if node.op_type == "Slice" and "identity_slice" in want:
+            _drop_identity_slice(node, report)
+        elif node.op_type == "Conv" and "conv_attributes" in want:
+            _explicit_conv_attributes(node, report)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     graph.sort()                 # new nodes may read constants that the exporter placed after their anchor
     model.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -574,8 +627,8 @@ def fuse_model(model, fusions: Sequence[str] = FUSIONS) -> FuseReport:
 
 
 def fuse_file(src: Path, dst: Path, data_name: Optional[str] = None,
-              fusions: Sequence[str] = FUSIONS) -> FuseReport:
-    """Read the ONNX file `src`, fuse (all of FUSIONS, or the named subset), write `dst` (weights streamed into
+              fusions: Sequence[str] = FORMS["fused"]) -> FuseReport:
+    """Read the ONNX file `src`, rewrite it (the "fused" form, or the named rewrites), write `dst` (weights streamed into
     `data_name` beside it when given, else inline). `src` and `dst` must differ."""
     ir = _ir()
     if Path(src).resolve() == Path(dst).resolve():
@@ -598,8 +651,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--data", default=None, help="external data file name for the weights (beside DST)")
-    ap.add_argument("--only", default=",".join(FUSIONS),
-                    help=f"comma-separated subset of {','.join(FUSIONS)} (default: all)")
+    ap.add_argument("--only", default=",".join(FORMS["fused"]),
+                    help=f"comma-separated subset of {','.join(FUSIONS)} (default: the fused form, "
+                         f"{','.join(FORMS['fused'])}; the mslite form is {','.join(FORMS['mslite'])})")
     a = ap.parse_args(argv)
     fusions = [f for f in a.only.split(",") if f]
     try:

@@ -34,7 +34,10 @@ class ExportOptions:
     attention_chunk: int = field(default=0, metadata=dict(
         help="query-chunk size of memory-bounded attention; 0 = plain attention (the full score matrix)"))
     dtype: str = field(default="fp32", metadata=dict(choices=list(DTYPE_FLAGS), help="weights and graph I/O dtype"))
-    formats: str = field(default=DEFAULT_FORMATS, metadata=dict(help="comma-separated subset of mindir,onnx"))
+    formats: str = field(default=DEFAULT_FORMATS, metadata=dict(
+        help="comma-separated subset of mindir,onnx,mslite (mslite: our ONNX in its mslite form converted by "
+             "MindSpore Lite's converter; needs python -m runtime.backends.mslite_native setup, or the "
+             "mindspore_lite package)"))
     parity: str = field(default="auto", metadata=dict(
         choices=list(GATES), help="parity gate: full (real size), twin (reduced-shape twin), auto (full when "
                                   "cheap), off (load checks only)"))

@@ -188,6 +188,69 @@ def pack_onnx(raw: Path, spec: GraphSpec, folder: Path, positional_inputs: bool)
     return onnx_io.pack(raw, spec, folder, positional_inputs)
 
 
+# formats whose steps always run in a fresh process: MindSpore Lite's native library cannot share a process with
+# MindSpore (runtime/backends/mslite_native), which the exporting process has loaded
+OWN_PROCESS_FORMATS = ("mslite",)
+
+
+def mslite_version() -> str:
+    """The MindSpore Lite that converts and checks the mslite format: the official package's version, or the
+    native engine's (no engine is loaded to answer)."""
+    from runtime.backends import mslite_backend
+    from runtime.backends.mslite_native import build
+
+    if mslite_backend.binding() == "official":
+        import importlib.metadata
+
+        return f"{importlib.metadata.version('mindspore_lite')} (mindspore_lite package)"
+    return f"{build.VERSION} (native library of the PyPI wheel, through runtime/backends/mslite_native)"
+
+
+def convert_mslite(onnx_model: Path, onnx_files: List[Path], folder: Path, work: Path
+                   ) -> Tuple[Path, List[Path], dict]:
+    """The written ONNX graph in its mslite form (export/onnx_fuse.FORMS), converted by MindSpore Lite's converter
+    to `folder/<name>.mindir`. Returns (model, files, report); the intermediate ONNX is removed. Run in its own
+    process (OWN_PROCESS_FORMATS)."""
+    import shutil
+
+    from runtime.backends import mslite_backend
+    from . import onnx_fuse
+
+    src_folder = work / "mslite_src"
+    shutil.rmtree(src_folder, ignore_errors=True)
+    src_folder.mkdir(parents=True)
+    src = src_folder / onnx_model.name
+    data = [f for f in onnx_files if f != onnx_model]
+    t0 = time.perf_counter()
+    fused = onnx_fuse.fuse_file(onnx_model, src, data[0].name if data else None, onnx_fuse.FORMS["mslite"])
+    t1 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / (onnx_model.stem + ".mindir")
+    try:
+        if mslite_backend.binding() == "official":
+            _convert_official(src, out)
+        else:
+            from runtime.backends.mslite_native import engine
+
+            engine().convert_onnx(src, out)
+    finally:
+        shutil.rmtree(src_folder, ignore_errors=True)
+    # the model, and whatever the converter writes beside it for large weights
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and
+                   f.relative_to(folder).parts[0].startswith(onnx_model.stem))
+    report = {**fused.to_dict(), "summary": fused.summary(), "fuse_seconds": round(t1 - t0, 3),
+              "convert_seconds": round(time.perf_counter() - t1, 3)}
+    return out, files, report
+
+
+def _convert_official(src: Path, out: Path) -> None:
+    import mindspore_lite as mslite
+
+    converter = mslite.Converter()
+    converter.save_type = mslite.ModelType.MINDIR
+    converter.convert(mslite.FmkType.ONNX, str(src), str(out.with_suffix("")))
+
+
 def check(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path, seed: Optional[int] = None) -> dict:
     """Load `model` with the runtime's backend for `fmt` and compare its declared I/O with the spec (ParityError
     otherwise, export/checks.py); when `seed` is given, run it on spec.example_inputs(seed), inputs bound by name.

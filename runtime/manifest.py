@@ -42,7 +42,7 @@ from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_diffe
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2                  # 2: the typed "runtime" section replaces the unread "constants"
-FORMATS = ("mindir", "onnx")
+FORMATS = ("mindir", "onnx", "mslite")
 _HASH_BLOCK = 16 * 1024 * 1024
 
 
@@ -70,7 +70,7 @@ class GraphEntry:
     format: str
     model_file: str                   # the file an engine loads (relative)
     files: Tuple[GraphFile, ...]      # every file of the graph (model + external data), checksummed
-    form: str = "plain"               # onnx: "fused" (export/onnx_fuse.py) or "plain" (as MindSpore wrote it)
+    form: str = "plain"               # onnx, mslite: the ONNX form written or converted (export/onnx_fuse.FORMS)
 
     def to_dict(self) -> dict:
         return {"model_file": self.model_file, "files": [f.to_dict() for f in self.files], "form": self.form,

@@ -165,7 +165,7 @@ class SV3DPipeline:
 
         t0 = time.perf_counter()
         name = resolve_backend(backend, manifest, device)
-        fmt = backend_format(name)
+        fmt = backend_format(name, manifest)
         mode = resolve_memory_mode(memory, manifest, fmt)
         options = RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir)
         runners = load_graphs(manifest, backend=name, device=device, device_id=device_id, options=options,

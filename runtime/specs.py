@@ -56,6 +56,7 @@ class DType:
     openvino: str      # openvino Type.get_type_name()
     mindspore: str     # attribute of the mindspore module
     safetensors: str   # safetensors header dtype
+    mslite: int        # MindSpore Lite mindspore::DataType (include/api/data_type.h; mindspore_lite.DataType)
 
     @property
     def itemsize(self) -> int:
@@ -64,9 +65,9 @@ class DType:
 
 DTYPES: Dict[str, DType] = {d.name: d for d in (
     DType("float32", cli="fp32", onnx=1, ort="tensor(float)", mindir=1, openvino="f32", mindspore="float32",
-          safetensors="F32"),
+          safetensors="F32", mslite=43),
     DType("float16", cli="fp16", onnx=10, ort="tensor(float16)", mindir=10, openvino="f16", mindspore="float16",
-          safetensors="F16"),
+          safetensors="F16", mslite=42),
 )}
 
 

@@ -11,16 +11,18 @@ Every backend binds inputs **by name**: feeds are checked against the spec (name
 dtype, and outputs come back as float32 numpy arrays keyed by the spec's output names. Each backend module imports
 its engine inside ``load``, so importing this package needs numpy only.
 
-Backends and the graph format each one reads:
-    mslite       MindSpore Lite (MindIR)      cpu, cuda (its "gpu" target), ascend
+Backends and the graph formats each one reads (the first the export has):
+    mslite       MindSpore Lite (Lite MindIR converted from ONNX; else MindIR)   cpu, cuda ("gpu"), ascend
     mindspore    MindSpore GraphCell (MindIR) cpu, cuda ("GPU"), ascend
     onnxruntime  ONNX Runtime (ONNX)          cpu, cuda (CUDAExecutionProvider), ascend (CANNExecutionProvider)
     openvino     OpenVINO (ONNX)              cpu (f32, or bf16 on CPUs with AMX / AVX512_BF16)
 
-``auto`` picks the first of AUTO_ORDER that is importable, can run on the device and whose graph format the export
-has: mslite (MindIR; the Ascend/edge engine), then on a CPU openvino (ONNX; on this project's reference CPU it
-ran the UNet 1.5x faster than ONNX Runtime in f32 and about 4x faster in bf16, at less memory --
-benchmarks/README.md), then onnxruntime (ONNX; CPU, CUDA, CANN), then mindspore (MindIR).
+``auto`` picks the first of AUTO_ORDER that is available, can run on the device and whose graph format the export
+has: mslite (the Ascend/edge engine, for which the export wrote graphs on purpose: an ``mslite`` format, or MindIR
+with an official mindspore_lite package), then on a CPU openvino (ONNX; on this project's reference CPU it ran the
+UNet 1.5x faster than ONNX Runtime in f32 and about 4x faster in bf16, at less memory -- benchmarks/README.md),
+then onnxruntime (ONNX; CPU, CUDA, CANN), then mindspore (MindIR). The native Lite 2.0 engine counts as available
+once set up (``python -m runtime.backends.mslite_native setup``); it reads only the ``mslite`` format.
 """
 from __future__ import annotations
 
@@ -39,12 +41,12 @@ from .base import (DEVICES, PRECISIONS, BackendError, BaseRunner, DeviceSpec, En
 BACKENDS = ("mslite", "mindspore", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto",) + BACKENDS
 
-# backend -> (graph format it reads, module implementing it, python package of the engine)
-_REGISTRY: Dict[str, Tuple[str, str, str]] = {
-    "mslite": ("mindir", "mslite_backend", "mindspore_lite"),
-    "mindspore": ("mindir", "mindspore_backend", "mindspore"),
-    "onnxruntime": ("onnx", "onnxruntime_backend", "onnxruntime"),
-    "openvino": ("onnx", "openvino_backend", "openvino"),
+# backend -> (graph formats it reads, in preference order; module implementing it; python package of the engine)
+_REGISTRY: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
+    "mslite": (("mslite", "mindir"), "mslite_backend", "mindspore_lite"),
+    "mindspore": (("mindir",), "mindspore_backend", "mindspore"),
+    "onnxruntime": (("onnx",), "onnxruntime_backend", "onnxruntime"),
+    "openvino": (("onnx",), "openvino_backend", "openvino"),
 }
 AUTO_ORDER = ("mslite", "openvino", "onnxruntime", "mindspore")
 # backends that run on the CPU only (auto skips them for other devices)
@@ -63,18 +65,38 @@ def is_importable(package: str) -> bool:
         return False
 
 
-def backend_format(name: str) -> str:
+def backend_formats(name: str) -> Tuple[str, ...]:
+    """The graph formats backend `name` reads, in preference order."""
     if name not in _REGISTRY:
         raise BackendError("unknown backend", expected=f"one of {list(BACKEND_CHOICES)}", got=repr(name))
     return _REGISTRY[name][0]
 
 
+def backend_format(name: str, manifest: Optional[Manifest] = None) -> str:
+    """The format backend `name` reads from `manifest`: the first of its formats the export has (without a
+    manifest, or when it has none of them, its first)."""
+    formats = backend_formats(name)
+    have = manifest.formats() if manifest is not None else ()
+    return next((f for f in formats if f in have), formats[0])
+
+
+def _native_mslite() -> Tuple[bool, str]:
+    from .mslite_native import build
+
+    why = build.problem()
+    return (why is None), (why or "")
+
+
 def backend_available(name: str, *, try_import: bool = False) -> Tuple[bool, str]:
-    """(available, reason if not): the engine's Python package can be found (and imported, if ``try_import``)."""
+    """(available, reason if not): the engine's Python package can be found (and imported, if ``try_import``);
+    for mslite without its package, the native engine is set up."""
     if name not in _REGISTRY:
         return False, f"unknown backend {name!r}"
     package = _REGISTRY[name][2]
     if not is_importable(package):
+        if name == "mslite":
+            ok, why = _native_mslite()
+            return ok, "" if ok else f"no {package!r} package, and {why}"
         return False, f"the Python package {package!r} is not installed"
     if try_import:
         try:
@@ -89,24 +111,27 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
     and the device kind)."""
     formats = manifest.formats()
     if name != "auto":
-        fmt = backend_format(name)
+        fmt = backend_format(name, manifest)
         ok, why = backend_available(name)
         if not ok:
             raise BackendError(f"backend {name!r} is not available: {why}",
                                hint="choose another --backend, or install its engine")
         if fmt not in formats:
-            raise BackendError(f"backend {name!r} reads {fmt} graphs, and the export at {manifest.root} has "
-                               f"none", expected=fmt, got=list(formats) or "no graphs",
+            raise BackendError(f"backend {name!r} reads {' or '.join(backend_formats(name))} graphs, and the "
+                               f"export at {manifest.root} has none", expected=fmt, got=list(formats) or "no graphs",
                                hint=f"export with --formats {fmt}, or choose a backend for {list(formats)}")
         return name
     tried = []
     for cand in AUTO_ORDER:
-        fmt = backend_format(cand)
+        fmt = backend_format(cand, manifest)
         if cand in CPU_ONLY and device != "cpu":
             tried.append(f"{cand}: cpu only")
             continue
         if fmt not in formats:
             tried.append(f"{cand}: no {fmt} graphs in the export")
+            continue
+        if cand == "mslite" and fmt == "mindir" and not is_importable(_REGISTRY[cand][2]):
+            tried.append(f"{cand}: the native engine reads the mslite format, not MindSpore's MindIR")
             continue
         ok, why = backend_available(cand, try_import=True)
         if ok:
@@ -130,7 +155,7 @@ def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", de
     """
     name = resolve_backend(backend, manifest, device)
     dev = DeviceSpec(device, device_id)
-    entry = manifest.entry(backend_format(name), graph_name)
+    entry = manifest.entry(backend_format(name, manifest), graph_name)
     if verify:
         manifest.verify_files(entry.format, names=(graph_name,), checksums=checksums)
     module = _backend_module(name)
@@ -153,7 +178,7 @@ class OnDemandRunner:
 
     def __init__(self, manifest: Manifest, graph_name: str, *, backend: str, device: str, device_id: int,
                  options: RunOptions) -> None:
-        self.spec = manifest.entry(backend_format(backend), graph_name).spec
+        self.spec = manifest.entry(backend_format(backend, manifest), graph_name).spec
         self._args = (manifest, graph_name)
         self._kw = dict(backend=backend, device=device, device_id=device_id, options=options, verify=False)
         self._runner: Optional[BaseRunner] = None
@@ -210,7 +235,7 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
     name = resolve_backend(backend, manifest, device)
     names = tuple(names)
     if verify:
-        manifest.verify_files(backend_format(name), names=names, checksums=checksums)
+        manifest.verify_files(backend_format(name, manifest), names=names, checksums=checksums)
     if on_demand:
         return {g: OnDemandRunner(manifest, g, backend=name, device=device, device_id=device_id,
                                   options=options or RunOptions()) for g in names}
@@ -220,5 +245,5 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
            "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name",
-           "check_engine_inputs", "backend_format", "backend_available", "resolve_backend", "load_graph",
+           "check_engine_inputs", "backend_format", "backend_formats", "backend_available", "resolve_backend", "load_graph",
            "load_graphs", "load_file", "is_importable"]

@@ -5,7 +5,9 @@ module on demand) and the backend modules never import each other.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -14,6 +16,7 @@ from ..errors import GraphError, SV3DError
 from ..specs import GraphSpec, TensorSpec
 
 DEVICES = ("cpu", "cuda", "ascend")
+CACHE_ENV = "SV3D_CACHE_DIR"     # the root of every engine's cache (OpenVINO blobs, the MindSpore Lite engine)
 PRECISIONS = ("auto", "f32", "bf16")
 
 
@@ -51,6 +54,12 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(self.precision))
+
+
+def cache_root() -> Path:
+    """``$SV3D_CACHE_DIR``, else ``~/.cache/sv3d-runtime``: where engines keep what they build once."""
+    base = os.environ.get(CACHE_ENV)
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "sv3d-runtime"
 
 
 # (name, dims, dtype) of one graph input or output as the engine's file declares it: names unstripped (MindIR:

@@ -1,18 +1,25 @@
-"""MindSpore Lite backend over MindIR files (the deployment engine on Ascend and edge devices).
+"""MindSpore Lite backend: the deployment engine on Ascend and edge devices, and on x86-64 CPUs through the 2.0
+engine's native library.
 
-Written against the documented Python API of mindspore_lite 2.x (mindspore.cn/lite/api, ``mindspore_lite.Model``
-and ``mindspore_lite.Context``); it cannot run where no mindspore_lite wheel exists for the Python version (the
-tests skip with the reason):
+One engine, two bindings, one small surface (a built model with declared ``inputs``/``outputs`` as EngineTensor
+lists and ``predict(arrays in input order) -> arrays``):
 
-    context = mslite.Context(); context.target = ["cpu" | "gpu" | "ascend"]
-    context.cpu.thread_num = n; context.gpu.device_id = i; context.ascend.device_id = i
-    model = mslite.Model(); model.build_from_file(path, mslite.ModelType.MINDIR, context)
-    inputs = model.get_inputs()          # mslite.Tensor with .name, .shape, set_data_from_numpy()
-    outputs = model.predict(inputs)      # [mslite.Tensor], get_data_to_numpy()
+* ``official``: the ``mindspore_lite`` Python package, where a wheel for this platform and Python is installed
+  (Ascend, GPU, or CPython 3.7 on x86-64). Documented API::
+
+      context = mslite.Context(); context.target = ["cpu" | "gpu" | "ascend"]; context.cpu.thread_num = n
+      model = mslite.Model(); model.build_from_file(path, mslite.ModelType.MINDIR, context)
+      inputs = model.get_inputs(); outputs = model.predict(inputs)     # mslite.Tensor
+
+* ``native``: otherwise, the MindSpore Lite 2.0 wheel's native library through our C shim
+  (runtime/backends/mslite_native; CPU only). Set up once with ``python -m runtime.backends.mslite_native setup``.
+
+Graph files: the export's ``mslite`` format, Lite MindIR converted from our ONNX by Lite's own converter at export
+(``python -m export --formats mslite``), else the ``mindir`` format that MindSpore writes -- the natural input for a
+Lite release matching MindSpore 2.10; Lite 2.0 reads MindIR version 1 only, and MindSpore 2.10 writes version 3.
 
 Inputs are bound by name: each engine tensor's name, stripped of a graph prefix (MindIR names inputs
-``<graph>:<argument>``), must match one spec input. Outputs come back in the graph's output order, which is the
-spec's.
+``<graph>:<argument>``), must match one spec input, and its shape and dtype must be the spec's.
 """
 from __future__ import annotations
 
@@ -20,75 +27,113 @@ from typing import List
 
 import numpy as np
 
-from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs, graph_input_name
+from .base import BackendError, BaseRunner, DeviceSpec, EngineTensor, RunOptions, graph_input_name
 from ..errors import GraphError
+from ..specs import dtype_name
 
 _TARGETS = {"cpu": "cpu", "cuda": "gpu", "ascend": "ascend"}
+BINDINGS = ("official", "native")
 
 
-def _import_mslite():
+def official_available() -> bool:
     try:
-        import mindspore_lite
-    except ImportError as e:
-        raise BackendError(f"the mslite backend needs the 'mindspore_lite' package: {e}",
-                           hint="install the MindSpore Lite wheel for your platform (mindspore.cn/lite), or choose "
-                                "--backend onnxruntime / mindspore") from None
-    return mindspore_lite
+        import mindspore_lite  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-def make_context(mslite, device: DeviceSpec, options: RunOptions):
-    """An mslite.Context for the device (target name and device id set on the matching sub-context)."""
-    context = mslite.Context()
-    target = _TARGETS[device.kind]
-    context.target = [target]
-    if options.intra_op_threads:
-        context.cpu.thread_num = int(options.intra_op_threads)
-    if target == "gpu":
-        context.gpu.device_id = int(device.index)
-    elif target == "ascend":
-        context.ascend.device_id = int(device.index)
-    return context
+def binding() -> str:
+    """The binding this process uses: the official package where it imports, else the native engine."""
+    return "official" if official_available() else "native"
 
 
-def bind_inputs(spec, engine_names: List[str], path: str) -> List[int]:
-    """For each engine input (in engine order), the index of the spec input of the same name."""
-    stripped = [graph_input_name(n) for n in engine_names]
-    spec_names = list(spec.input_names)
-    if sorted(stripped) != sorted(spec_names):
-        raise GraphError(f"graph {spec.name} (mslite): the model's inputs {engine_names} do not match the "
-                         f"manifest's {spec_names}", path=path)
-    return [spec_names.index(n) for n in stripped]
+class OfficialModel:
+    """The mindspore_lite package's Model behind the native binding's surface."""
+
+    def __init__(self, path: str, device: DeviceSpec, options: RunOptions) -> None:
+        import mindspore_lite as mslite
+
+        context = mslite.Context()
+        target = _TARGETS[device.kind]
+        context.target = [target]
+        if options.intra_op_threads:
+            context.cpu.thread_num = int(options.intra_op_threads)
+        if target == "gpu":
+            context.gpu.device_id = int(device.index)
+        elif target == "ascend":
+            context.ascend.device_id = int(device.index)
+        self.model = mslite.Model()
+        self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
+        self._inputs = self.model.get_inputs()
+        self.inputs = [self._describe(t) for t in self._inputs]
+        self.outputs = None                   # the 2.x Python API reports outputs only after predict
+
+    @staticmethod
+    def _describe(t) -> EngineTensor:
+        return t.name, tuple(int(d) for d in t.shape), dtype_name("mslite", int(t.dtype.value))
+
+    def predict(self, arrays) -> List[np.ndarray]:
+        for tensor, a in zip(self._inputs, arrays):
+            tensor.set_data_from_numpy(np.ascontiguousarray(a))
+        outs = self.model.predict(self._inputs)
+        if self.outputs is None:
+            self.outputs = [self._describe(o) for o in outs]
+        return [o.get_data_to_numpy() for o in outs]
+
+
+def build_model(path: str, device: DeviceSpec, options: RunOptions, fmt: str):
+    """A built model on the binding of this process (BackendError/GraphError naming the problem)."""
+    if binding() == "official":
+        try:
+            return OfficialModel(path, device, options)
+        except (RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GraphError(f"mindspore_lite cannot build the graph on {device.kind}:{device.index}: {first}",
+                             path=path) from None
+    from . import mslite_native
+
+    if device.kind != "cpu":
+        raise BackendError(f"the native MindSpore Lite {mslite_native.build.VERSION} engine runs on the CPU only",
+                           expected="--device cpu", got=device.kind,
+                           hint="install the mindspore_lite wheel for your device (mindspore.cn/lite)")
+    if fmt == "mindir":
+        raise BackendError(f"the native MindSpore Lite {mslite_native.build.VERSION} engine reads MindIR version 1; "
+                           "MindSpore 2.10's MindIR (the export's mindir format) is version 3",
+                           hint="export with --formats mslite (our ONNX through Lite's converter)")
+    return mslite_native.engine().build(path, threads=options.intra_op_threads)
 
 
 class MSLiteRunner(BaseRunner):
     backend = "mslite"
 
     def __init__(self, spec, path: str, model, order: List[int]) -> None:
-        super().__init__(spec, path)
+        super().__init__(spec, path, declared=(model.inputs, model.outputs or []))
         self.model = model
-        self.inputs = model.get_inputs()
         self.order = order          # engine input k <- spec input order[k]
+        self.binding = "official" if isinstance(model, OfficialModel) else "native"
 
     def _run(self, arrays: list) -> List[np.ndarray]:
-        for tensor, k in zip(self.inputs, self.order):
-            tensor.set_data_from_numpy(arrays[k])
-        outputs = self.model.predict(self.inputs)
-        return [o.get_data_to_numpy() for o in outputs]
+        return self.model.predict([arrays[k] for k in self.order])
+
+
+def bind_inputs(spec, engine: List[EngineTensor], path: str) -> List[int]:
+    """For each engine input (in engine order), the index of the spec input of the same name; GraphError unless
+    the names, shapes and dtypes are the spec's."""
+    spec_names = list(spec.input_names)
+    stripped = [graph_input_name(n) for n, _, _ in engine]
+    if sorted(stripped) != sorted(spec_names):
+        raise GraphError(f"graph {spec.name} (mslite): the model's inputs {stripped} do not match the "
+                         f"manifest's {spec_names}", path=path)
+    for (name, dims, dtype), short in zip(engine, stripped):
+        want = spec.inputs[spec_names.index(short)]
+        if tuple(dims) != tuple(want.shape) or dtype != want.dtype:
+            raise GraphError(f"graph {spec.name} (mslite): input {short!r} is {tuple(dims)} {dtype} in the model "
+                             f"but {want.shape} {want.dtype} in the manifest", path=path)
+    return [spec_names.index(n) for n in stripped]
 
 
 def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MSLiteRunner:
-    mslite = _import_mslite()
-    try:
-        context = make_context(mslite, device, options)
-        model = mslite.Model()
-        model.build_from_file(path, mslite.ModelType.MINDIR, context)
-    except (RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GraphError(f"mindspore_lite cannot build graph {entry.spec.name} on {device.kind}:{device.index}: "
-                         f"{first}", path=path) from None
-    tensors = model.get_inputs()
-    names = [t.name for t in tensors]
-    order = bind_inputs(entry.spec, names, path)
-    check_engine_inputs(entry.spec, [(t.name, tuple(t.shape)) for t in tensors], backend="mslite", path=path,
-                        ordered=False)
+    model = build_model(path, device, options, entry.format)
+    order = bind_inputs(entry.spec, model.inputs, path)
     return MSLiteRunner(entry.spec, path, model, order)

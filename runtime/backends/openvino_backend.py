@@ -15,20 +15,18 @@ else ``~/.cache/sv3d-runtime/openvino``; an empty string turns caching off.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
-from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, cache_root, check_engine_inputs
 from .onednn import without_our_cap
 from ..errors import GraphError
 from ..specs import GRAPH_ROLES, dtype_where
 
 REDUCED_PRECISION_GRAPHS = tuple(r.name for r in GRAPH_ROLES.values() if r.repeated)
-CACHE_ENV = "SV3D_CACHE_DIR"
 
 
 def _import_openvino():
@@ -96,9 +94,7 @@ def graph_precision(graph_name: str, requested: str) -> str:
 def cache_dir(options: RunOptions) -> Optional[Path]:
     if options.cache_dir is not None:
         return Path(options.cache_dir).expanduser() if options.cache_dir else None
-    base = os.environ.get(CACHE_ENV)
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "sv3d-runtime"
-    return root / "openvino"
+    return cache_root() / "openvino"
 
 
 class OpenVINORunner(BaseRunner):
