@@ -191,6 +191,7 @@ def pack_onnx(raw: Path, spec: GraphSpec, folder: Path, positional_inputs: bool)
 # formats whose steps always run in a fresh process: MindSpore Lite's native library cannot share a process with
 # MindSpore (runtime/backends/mslite_native), which the exporting process has loaded
 OWN_PROCESS_FORMATS = ("mslite",)
+MSLITE_SUFFIX = ".ms"        # Lite's own format (runtime/backends/mslite_native: less memory and faster than .mindir)
 
 
 def mslite_version() -> str:
@@ -209,7 +210,7 @@ def mslite_version() -> str:
 def convert_mslite(onnx_model: Path, onnx_files: List[Path], folder: Path, work: Path
                    ) -> Tuple[Path, List[Path], dict]:
     """The written ONNX graph in its mslite form (export/onnx_fuse.FORMS), converted by MindSpore Lite's converter
-    to `folder/<name>.mindir`. Returns (model, files, report); the intermediate ONNX is removed. Run in its own
+    to `folder/<name>.ms` (+ `<name>.msw` above 2 GB). Returns (model, files, report); the intermediate ONNX is removed. Run in its own
     process (OWN_PROCESS_FORMATS)."""
     import shutil
 
@@ -225,14 +226,14 @@ def convert_mslite(onnx_model: Path, onnx_files: List[Path], folder: Path, work:
     fused = onnx_fuse.fuse_file(onnx_model, src, data[0].name if data else None, onnx_fuse.FORMS["mslite"])
     t1 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / (onnx_model.stem + ".mindir")
+    out = folder / (onnx_model.stem + MSLITE_SUFFIX)
     try:
         if mslite_backend.binding() == "official":
-            _convert_official(src, out)
+            out = _convert_official(src, out)
         else:
             from runtime.backends.mslite_native import engine
 
-            engine().convert_onnx(src, out)
+            out = engine().convert_onnx(src, out)
     finally:
         shutil.rmtree(src_folder, ignore_errors=True)
     # the model, and whatever the converter writes beside it for large weights
@@ -243,12 +244,14 @@ def convert_mslite(onnx_model: Path, onnx_files: List[Path], folder: Path, work:
     return out, files, report
 
 
-def _convert_official(src: Path, out: Path) -> None:
+def _convert_official(src: Path, out: Path) -> Path:
     import mindspore_lite as mslite
 
     converter = mslite.Converter()
-    converter.save_type = mslite.ModelType.MINDIR
+    converter.save_type = mslite.ModelType.MINDIR_LITE
+    converter.input_format = mslite.Format.NCHW
     converter.convert(mslite.FmkType.ONNX, str(src), str(out.with_suffix("")))
+    return out
 
 
 def check(fmt: str, name: str, model: Path, spec: GraphSpec, scratch: Path, seed: Optional[int] = None) -> dict:

@@ -8,14 +8,14 @@ lists and ``predict(arrays in input order) -> arrays``):
   (Ascend, GPU, or CPython 3.7 on x86-64). Documented API::
 
       context = mslite.Context(); context.target = ["cpu" | "gpu" | "ascend"]; context.cpu.thread_num = n
-      model = mslite.Model(); model.build_from_file(path, mslite.ModelType.MINDIR, context)
+      model = mslite.Model(); model.build_from_file(path, mslite.ModelType.MINDIR_LITE | MINDIR, context)
       inputs = model.get_inputs(); outputs = model.predict(inputs)     # mslite.Tensor
 
 * ``native``: otherwise, the MindSpore Lite 2.0 wheel's native library through our C shim
   (runtime/backends/mslite_native; CPU only). Set up once with ``python -m runtime.backends.mslite_native setup``.
 
-Graph files: the export's ``mslite`` format, Lite MindIR converted from our ONNX by Lite's own converter at export
-(``python -m export --formats mslite``), else the ``mindir`` format that MindSpore writes -- the natural input for a
+Graph files: the export's ``mslite`` format, Lite's own ``.ms`` files converted from our ONNX by Lite's converter at
+export (``python -m export --formats mslite``), else the ``mindir`` format that MindSpore writes -- the natural input for a
 Lite release matching MindSpore 2.10; Lite 2.0 reads MindIR version 1 only, and MindSpore 2.10 writes version 3.
 
 Inputs are bound by name: each engine tensor's name, stripped of a graph prefix (MindIR names inputs
@@ -63,8 +63,9 @@ class OfficialModel:
             context.gpu.device_id = int(device.index)
         elif target == "ascend":
             context.ascend.device_id = int(device.index)
+        kind = mslite.ModelType.MINDIR_LITE if path.endswith(".ms") else mslite.ModelType.MINDIR
         self.model = mslite.Model()
-        self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
+        self.model.build_from_file(path, kind, context)
         self._inputs = self.model.get_inputs()
         self.inputs = [self._describe(t) for t in self._inputs]
         self.outputs = None                   # the 2.x Python API reports outputs only after predict

@@ -18,12 +18,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     s = sub.add_parser("setup", help=f"download the MindSpore Lite {build.VERSION} wheel with pip, unpack it and "
                                      "build the shim (once; needs g++)")
     s.add_argument("--wheel", type=Path, default=None, help="use this downloaded wheel instead of pip download")
+    s.add_argument("--force", action="store_true", help="download and unpack the wheel again")
     sub.add_parser("status", help="where the engine is and whether it is ready (exit 1 if not)")
     sub.add_parser("clean", help="remove the engine folder")
     a = ap.parse_args(argv)
     try:
         if a.command == "setup":
-            build.setup(a.wheel)
+            build.setup(a.wheel, a.force)
         elif a.command == "clean":
             build.clean()
         else:

@@ -197,8 +197,13 @@ def compile_shim(lay: Layout, log=print) -> None:
     log(f"built {lay.library} with {version}")
 
 
-def setup(wheel: Optional[Path] = None, log=print) -> Layout:
-    """Fetch (or take `wheel`), unpack and build; then load the result in a fresh process to prove it works."""
+def _unpacked(lay: Layout) -> bool:
+    return (lay.lib / "libmindspore_core.so").is_file() and (lay.engine / "include" / "api" / "model.h").is_file()
+
+
+def setup(wheel: Optional[Path] = None, force: bool = False, log=print) -> Layout:
+    """Fetch (or take `wheel`), unpack and build; then load the result in a fresh process to prove it works.
+    An engine already unpacked is kept unless `wheel` or `force` is given (the shim is always rebuilt)."""
     where = platform_problem()
     if where:
         raise BackendError(where, hint="on other platforms install the mindspore_lite wheel that matches them "
@@ -206,11 +211,13 @@ def setup(wheel: Optional[Path] = None, log=print) -> Layout:
     require_compiler()                # before a 170 MB download
     lay = layout()
     lay.root.mkdir(parents=True, exist_ok=True)
-    if wheel is None:
+    if wheel is not None:
+        unpack(Path(wheel), lay, log)
+    elif force or not _unpacked(lay):
         with tempfile.TemporaryDirectory(prefix=".download-", dir=lay.root) as d:
             unpack(fetch_wheel(Path(d), log), lay, log)
     else:
-        unpack(Path(wheel), lay, log)
+        log(f"the engine is already unpacked in {lay.engine} (--force fetches it again)")
     compile_shim(lay, log)
     check = subprocess.run([sys.executable, "-c", "from runtime.backends.mslite_native import engine; "
                             "print(engine().version)"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

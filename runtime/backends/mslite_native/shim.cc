@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "include/api/context.h"
+#include "include/api/format.h"
 #include "include/api/model.h"
 #include "include/api/status.h"
 #include "include/api/types.h"
@@ -27,6 +28,7 @@ class Converter {
  public:
   Converter();
   void SetSaveType(ModelType save_type);
+  void SetInputFormat(Format format);
   Status Convert(converter::FmkType fmk, const std::vector<char> &model_file, const std::vector<char> &output_file,
                  const std::vector<char> &weight_file);
 
@@ -73,11 +75,14 @@ int guarded(char *err, size_t len, F &&body) {
 
 extern "C" {
 
-// ONNX file -> MindSpore Lite model written as out_prefix + ".mindir" (save_type 0) or ".ms" (save_type 4).
+// ONNX file -> MindSpore Lite model written as out_prefix + ".mindir" (save_type 0) or ".ms" (save_type 4, with
+// ".msw" weights beside it above 2 GB). 4-D inputs keep the ONNX graph's NCHW layout (the converter's default for
+// .ms is NHWC).
 int sv3d_mslite_convert_onnx(const char *onnx_path, const char *out_prefix, int save_type, char *err, size_t len) {
   return guarded(err, len, [&]() {
     mindspore::Converter converter;
     converter.SetSaveType(static_cast<mindspore::ModelType>(save_type));
+    converter.SetInputFormat(mindspore::NCHW);
     mindspore::Status st = converter.Convert(mindspore::converter::kFmkTypeOnnx, chars(onnx_path),
                                              chars(out_prefix), std::vector<char>());
     if (!st.IsOk()) {
