@@ -39,7 +39,7 @@ SPLIT_GRAPH_SUFFIX = "_graph.mindir"   # .mindir above 2 GB: <stem>_graph.mindir
 GLOG_ENV = "GLOG_v"              # the engine's log level: 3 = errors only (its warnings are many and harmless)
 
 _ENGINE: Optional["NativeEngine"] = None
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()        # engine loading, and builds (they change the working directory)
 
 
 def foreign_mindspore() -> Optional[str]:
@@ -167,11 +167,24 @@ class NativeEngine:
             raise GraphError("unknown MindSpore Lite model file type", expected=" or ".join(MODEL_TYPES),
                              got=Path(path).suffix or "no suffix", path=path)
         err = ctypes.create_string_buffer(ERROR_BYTES)
-        handle = self._lib.sv3d_mslite_build(os.fsencode(path), kind, int(threads), err, ERROR_BYTES)
+        folder, name = Path(path).resolve().parent, Path(path).name
+        # a .ms above 2 GB keeps its weights in <stem>.msw, which Lite opens relative to the working directory
+        with _LOCK, _working_directory(folder):
+            handle = self._lib.sv3d_mslite_build(os.fsencode(name), kind, int(threads), err, ERROR_BYTES)
         if not handle:
             raise GraphError(f"MindSpore Lite cannot build the graph: {err.value.decode() or 'no message'}",
                              path=path)
         return NativeModel(self._lib, handle, str(path))
+
+
+@contextmanager
+def _working_directory(folder: Path):
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @contextmanager
