@@ -169,30 +169,37 @@ def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
 # selection and devices
 
 
-def test_auto_picks_mslite_then_openvino_then_onnxruntime_then_mindspore(toy, monkeypatch):
+def test_auto_order_per_device(toy, monkeypatch):
+    """cpu: openvino, mslite, onnxruntime, mindspore; cuda: onnxruntime first; ascend: mslite first (AUTO_ORDER).
+    The toy export has MindIR and ONNX: mslite takes MindIR only through an official mindspore_lite package (the
+    native 2.0 engine reads the mslite format alone)."""
     import runtime.backends as B
 
     m = Manifest.load(toy[0])
     installed = {"mslite": True, "openvino": True, "onnxruntime": True, "mindspore": True}
+    official_lite = {"yes": True}
     monkeypatch.setattr(B, "backend_available",
                         lambda n, try_import=False: (installed[n], "" if installed[n] else "not installed"))
-    assert resolve_backend("auto", m) == "mslite"
-    installed["mslite"] = False
+    monkeypatch.setattr(B, "is_importable", lambda package: official_lite["yes"] or package != "mindspore_lite")
     assert resolve_backend("auto", m) == "openvino"
     assert resolve_backend("auto", m, "cuda") == "onnxruntime"          # openvino runs on the CPU only
+    assert resolve_backend("auto", m, "ascend") == "mslite"
     installed["openvino"] = False
+    assert resolve_backend("auto", m) == "mslite"
+    official_lite["yes"] = False                                         # native engine: no MindIR
     assert resolve_backend("auto", m) == "onnxruntime"
+    assert resolve_backend("auto", m, "ascend") == "onnxruntime"
     installed["onnxruntime"] = False
     assert resolve_backend("auto", m) == "mindspore"
     installed["mindspore"] = False
-    with pytest.raises(BackendError, match="no backend can run this export"):
+    with pytest.raises(BackendError, match="no backend can run this export.*native engine reads the mslite format"):
         resolve_backend("auto", m)
 
 
 def test_auto_skips_an_engine_that_is_found_but_does_not_import(toy, monkeypatch):
     import runtime.backends as B
 
-    if backend_available("mslite", try_import=True)[0]:
+    if B.is_importable("mindspore_lite"):
         pytest.skip("mindspore_lite imports here")
     monkeypatch.setattr(B, "is_importable", lambda package: True)      # e.g. a wheel for another CPU/ABI
     assert B.backend_available("mslite")[0]
@@ -202,10 +209,14 @@ def test_auto_skips_an_engine_that_is_found_but_does_not_import(toy, monkeypatch
 
 
 def test_auto_follows_the_formats_present(toy, tmp_path):
+    import runtime.backends as B
+
     folder = _copy(toy[0], tmp_path)
     edit_manifest(folder, lambda d: d["graphs"].pop("onnx"))
     m = Manifest.load(folder)
-    expected = "mslite" if backend_available("mslite")[0] else "mindspore"
+    # MindIR only: an official mindspore_lite package would take it; the native Lite 2.0 engine cannot
+    expected = "mslite" if backend_available("mslite", try_import=True)[0] and B.is_importable("mindspore_lite") \
+        else "mindspore"
     assert resolve_backend("auto", m) == expected
     with pytest.raises(BackendError, match="reads onnx graphs, and the export .* has none"):
         resolve_backend("onnxruntime", m)
@@ -294,9 +305,18 @@ def test_mslite_binds_engine_tensors_by_name():
     from configs import load_config
 
     spec = graph_specs(load_config("sv3d_u_tiny"), ExportShapes(64, 21, 42, 14))["unet"]
-    assert bind_inputs(spec, ["g:y", "g:x", "g:context", "g:timesteps"], "p") == [3, 0, 2, 1]
+    declared = {t.name: (t.shape, t.dtype) for t in spec.inputs}
+
+    def engine(names):
+        return [(n, *declared.get(n.split(":")[-1], ((1,), "float32"))) for n in names]
+
+    assert bind_inputs(spec, engine(["g:y", "g:x", "g:context", "g:timesteps"]), "p") == [3, 0, 2, 1]
     with pytest.raises(GraphError, match=r"model's inputs .* do not match the manifest's"):
-        bind_inputs(spec, ["input_0", "input_1", "input_2", "input_3"], "p")
+        bind_inputs(spec, engine(["input_0", "input_1", "input_2", "input_3"]), "p")
+    wrong = engine(["x", "timesteps", "context", "y"])
+    wrong[0] = ("x", wrong[0][1][::-1], "float32")                         # e.g. NHWC where NCHW was expected
+    with pytest.raises(GraphError, match=r"input 'x' is .* in the model but .* in the manifest"):
+        bind_inputs(spec, wrong, "p")
     check_engine_inputs(spec, [("g:" + t.name, t.shape) for t in spec.inputs], backend="mslite", path="p",
                         ordered=False)
 
@@ -317,11 +337,14 @@ def test_mslite_context_sets_target_and_device_id():
     assert make_context(fake_module(), DeviceSpec("cpu"), RunOptions()).target == ["cpu"]
 
 
-def test_mslite_unavailable_is_a_clear_error(toy):
-    if backend_available("mslite")[0]:
+def test_mslite_unavailable_is_a_clear_error(toy, tmp_path, monkeypatch):
+    import runtime.backends as B
+
+    if B.is_importable("mindspore_lite"):
         pytest.skip("mindspore_lite is installed here")
-    with pytest.raises(BackendError, match="backend 'mslite' is not available: the Python package "
-                                           "'mindspore_lite' is not installed"):
+    monkeypatch.setenv("SV3D_CACHE_DIR", str(tmp_path))                 # no native engine set up there
+    with pytest.raises(BackendError, match="backend 'mslite' is not available: no 'mindspore_lite' package, and "
+                                           ".*python -m runtime.backends.mslite_native setup"):
         load_graphs(Manifest.load(toy[0]), backend="mslite")
 
 
@@ -329,7 +352,8 @@ def test_mslite_runs_every_graph_like_numpy(toy):
     try:
         import mindspore_lite  # noqa: F401
     except ImportError as e:
-        pytest.skip(f"mindspore_lite is not importable here ({e}); PyPI has no wheel for this Python")
+        pytest.skip(f"the official mindspore_lite package is not importable here ({e}); the native engine runs "
+                    "in tests/test_mslite.py")
     folder, ref = toy
     for name, runner in load_graphs(Manifest.load(folder), backend="mslite").items():
         feeds = runner.spec.example_inputs(seed=1)

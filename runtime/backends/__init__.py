@@ -17,12 +17,15 @@ Backends and the graph formats each one reads (the first the export has):
     onnxruntime  ONNX Runtime (ONNX)          cpu, cuda (CUDAExecutionProvider), ascend (CANNExecutionProvider)
     openvino     OpenVINO (ONNX)              cpu (f32, or bf16 on CPUs with AMX / AVX512_BF16)
 
-``auto`` picks the first of AUTO_ORDER that is available, can run on the device and whose graph format the export
-has: mslite (the Ascend/edge engine, for which the export wrote graphs on purpose: an ``mslite`` format, or MindIR
-with an official mindspore_lite package), then on a CPU openvino (ONNX; on this project's reference CPU it ran the
-UNet 1.5x faster than ONNX Runtime in f32 and about 4x faster in bf16, at less memory -- benchmarks/README.md),
-then onnxruntime (ONNX; CPU, CUDA, CANN), then mindspore (MindIR). The native Lite 2.0 engine counts as available
-once set up (``python -m runtime.backends.mslite_native setup``); it reads only the ``mslite`` format.
+``auto`` picks the first backend of AUTO_ORDER[device] that is available and whose graph format the export has.
+The order follows what was measured (benchmarks/README.md):
+  cpu     openvino (bf16 on AMX: 2x ONNX Runtime fp32 per 576 px UNet call, at less memory), mslite (the 2.0
+          engine ran the tiny model's step 1.5x faster than ONNX Runtime), onnxruntime, mindspore (its CPU 3x3
+          convolution runs at ~1 GFLOP/s);
+  cuda    onnxruntime (CUDA provider), mslite (its "gpu" target, with a matching wheel), mindspore;
+  ascend  mslite (the engine Ascend deploys with), onnxruntime (CANN provider), mindspore.
+The native Lite 2.0 engine counts as available once set up (``python -m runtime.backends.mslite_native setup``);
+it reads only the ``mslite`` format, while an official mindspore_lite package also reads MindSpore's MindIR.
 """
 from __future__ import annotations
 
@@ -48,9 +51,9 @@ _REGISTRY: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
     "onnxruntime": (("onnx",), "onnxruntime_backend", "onnxruntime"),
     "openvino": (("onnx",), "openvino_backend", "openvino"),
 }
-AUTO_ORDER = ("mslite", "openvino", "onnxruntime", "mindspore")
-# backends that run on the CPU only (auto skips them for other devices)
-CPU_ONLY = ("openvino",)
+AUTO_ORDER = {"cpu": ("openvino", "mslite", "onnxruntime", "mindspore"),
+              "cuda": ("onnxruntime", "mslite", "mindspore"),
+              "ascend": ("mslite", "onnxruntime", "mindspore")}       # module docstring: why this order
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,11 +125,11 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
                                hint=f"export with --formats {fmt}, or choose a backend for {list(formats)}")
         return name
     tried = []
-    for cand in AUTO_ORDER:
+    order = AUTO_ORDER.get(device)
+    if order is None:
+        raise BackendError("unknown device", expected=f"one of {list(AUTO_ORDER)}", got=repr(device))
+    for cand in order:
         fmt = backend_format(cand, manifest)
-        if cand in CPU_ONLY and device != "cpu":
-            tried.append(f"{cand}: cpu only")
-            continue
         if fmt not in formats:
             tried.append(f"{cand}: no {fmt} graphs in the export")
             continue
@@ -244,6 +247,6 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
-           "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "CPU_ONLY", "graph_input_name",
+           "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "graph_input_name",
            "check_engine_inputs", "backend_format", "backend_formats", "backend_available", "resolve_backend", "load_graph",
            "load_graphs", "load_file", "is_importable"]

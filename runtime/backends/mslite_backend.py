@@ -48,21 +48,27 @@ def binding() -> str:
     return "official" if official_available() else "native"
 
 
+def make_context(mslite, device: DeviceSpec, options: RunOptions):
+    """An mslite.Context for the device (target name and device id set on the matching sub-context)."""
+    context = mslite.Context()
+    target = _TARGETS[device.kind]
+    context.target = [target]
+    if options.intra_op_threads:
+        context.cpu.thread_num = int(options.intra_op_threads)
+    if target == "gpu":
+        context.gpu.device_id = int(device.index)
+    elif target == "ascend":
+        context.ascend.device_id = int(device.index)
+    return context
+
+
 class OfficialModel:
     """The mindspore_lite package's Model behind the native binding's surface."""
 
     def __init__(self, path: str, device: DeviceSpec, options: RunOptions) -> None:
         import mindspore_lite as mslite
 
-        context = mslite.Context()
-        target = _TARGETS[device.kind]
-        context.target = [target]
-        if options.intra_op_threads:
-            context.cpu.thread_num = int(options.intra_op_threads)
-        if target == "gpu":
-            context.gpu.device_id = int(device.index)
-        elif target == "ascend":
-            context.ascend.device_id = int(device.index)
+        context = make_context(mslite, device, options)
         kind = mslite.ModelType.MINDIR_LITE if path.endswith(".ms") else mslite.ModelType.MINDIR
         self.model = mslite.Model()
         self.model.build_from_file(path, kind, context)
