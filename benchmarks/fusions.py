@@ -3,7 +3,7 @@
     python -m benchmarks.fusions --graphs exports/sv3d_u_256_plain --backend onnxruntime --graph unet
 
 Takes an export written with ``--onnx-form plain``, and for each variant (the plain graph; each fusion of
-export/onnx_fuse.FUSIONS alone; all of them) writes the variant beside ``--work``, then loads and runs it in a
+each rewrite of export/onnx_fuse.FORMS["fused"] alone; all of them) writes the variant beside ``--work``, then loads and runs it in a
 fresh child process (peak RSS is per process) through the runtime's own loader and session settings
 (runtime.backends.load_file): load time, ``--warmup`` untimed calls, ``--repeats`` timed calls, ``ru_maxrss``.
 One JSON record per variant goes to stdout, then a table. Each variant's files are deleted once it is measured,
@@ -64,7 +64,7 @@ def measure(graphs: Path, graph: str, backend: str, work: Path, warmup: int, rep
     variants = list(variants or variants_of(FORMS["fused"]))
     unknown = [v for v in variants if v not in variants_of(FORMS["fused"])]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {variants_of(FORMS["fused"])}")
+        raise ValueError(f"unknown variant(s) {unknown}; expected some of {variants_of(FORMS['fused'])}")
     src = manifest.root / entry.model_file
     records = []
     for v in variants:
