@@ -2,9 +2,9 @@
 
     python -m benchmarks.fusions --graphs exports/sv3d_u_256_plain --backend onnxruntime --graph unet
 
-Takes an export written with ``--onnx-form plain``, and for each variant (the plain graph; each fusion of
-each rewrite of export/onnx_fuse.FORMS["fused"] alone; all of them) writes the variant beside ``--work``, then loads and runs it in a
-fresh child process (peak RSS is per process) through the runtime's own loader and session settings
+Takes an export written with ``--onnx-form plain``, and for each variant (the plain graph; each rewrite of the
+fused form, export/onnx_fuse.FORMS["fused"], alone; all of them) writes the variant beside ``--work``, then loads and
+runs it in a fresh child process (peak RSS is per process) through the runtime's own loader and session settings
 (runtime.backends.load_file): load time, ``--warmup`` untimed calls, ``--repeats`` timed calls, ``ru_maxrss``.
 One JSON record per variant goes to stdout, then a table. Each variant's files are deleted once it is measured,
 so the disk holds the plain export plus one variant at a time.
