@@ -140,7 +140,22 @@ def bind_inputs(spec, engine: List[EngineTensor], path: str) -> List[int]:
     return [spec_names.index(n) for n in stripped]
 
 
+def refuse_unhonoured(options: RunOptions) -> None:
+    """Lite honours intra_op_threads; the other run options belong to other engines, and asking for one here is an
+    error rather than a setting silently ignored."""
+    asked = [f"precision={options.precision!r}" if options.precision not in ("auto", "f32") else None,
+             f"cache_dir={options.cache_dir!r}" if options.cache_dir is not None else None,
+             f"memory_reuse={options.memory_reuse}" if options.memory_reuse is not None else None,
+             f"cpu_mem_arena={options.cpu_mem_arena}" if options.cpu_mem_arena is not None else None]
+    asked = [a for a in asked if a]
+    if asked:
+        raise BackendError("the mslite backend cannot honour " + ", ".join(asked),
+                           expected="threads only (it runs the graphs at their exported precision, f32 or fp16)",
+                           got=", ".join(asked))
+
+
 def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MSLiteRunner:
+    refuse_unhonoured(options)
     model = build_model(path, device, options, entry.format)
     order = bind_inputs(entry.spec, model.inputs, path)
     return MSLiteRunner(entry.spec, path, model, order)
