@@ -239,6 +239,8 @@ def convert_mslite(onnx_model: Path, onnx_files: List[Path], folder: Path, work:
     # the model, and whatever the converter writes beside it for large weights
     files = sorted(f for f in folder.rglob("*") if f.is_file() and
                    f.relative_to(folder).parts[0].startswith(onnx_model.stem))
+    for f in files:
+        f.chmod(0o644)           # the converter writes 0400: owner-only and read-only, unlike every other graph file
     report = {**fused.to_dict(), "summary": fused.summary(), "fuse_seconds": round(t1 - t0, 3),
               "convert_seconds": round(time.perf_counter() - t1, 3)}
     return out, files, report
