@@ -70,8 +70,8 @@ class Options:
         help="output folder; each image gets <DIR>/<stem> (or <stem>_1, ... : never overwritten)"))
     backend: str = field(default="auto", metadata=dict(
         choices=list(BACKEND_CHOICES),
-        help="engine: auto = the first available whose graphs the export has: cpu openvino, mslite, "
-             "onnxruntime, mindspore; cuda onnxruntime first; ascend mslite first"))
+        help="engine: auto = the first available whose graphs the export has: cpu openvino, onnxruntime, "
+             "mslite, mindspore; cuda onnxruntime first; ascend mslite first"))
     device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
     device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
     threads: int = field(default=0, metadata=dict(help="intra-op threads (0 = the engine's default)"))

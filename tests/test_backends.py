@@ -170,7 +170,7 @@ def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
 
 
 def test_auto_order_per_device(toy, monkeypatch):
-    """cpu: openvino, mslite, onnxruntime, mindspore; cuda: onnxruntime first; ascend: mslite first (AUTO_ORDER).
+    """cpu: openvino, onnxruntime, mslite, mindspore; cuda: onnxruntime first; ascend: mslite first (AUTO_ORDER).
     The toy export has MindIR and ONNX: mslite takes MindIR only through an official mindspore_lite package (the
     native 2.0 engine reads the mslite format alone)."""
     import runtime.backends as B
@@ -185,12 +185,14 @@ def test_auto_order_per_device(toy, monkeypatch):
     assert resolve_backend("auto", m, "cuda") == "onnxruntime"          # openvino runs on the CPU only
     assert resolve_backend("auto", m, "ascend") == "mslite"
     installed["openvino"] = False
+    assert resolve_backend("auto", m) == "onnxruntime"
+    installed["onnxruntime"] = False
     assert resolve_backend("auto", m) == "mslite"
     official_lite["yes"] = False                                         # native engine: no MindIR
-    assert resolve_backend("auto", m) == "onnxruntime"
+    assert resolve_backend("auto", m) == "mindspore"
+    installed["onnxruntime"] = True
     assert resolve_backend("auto", m, "ascend") == "onnxruntime"
     installed["onnxruntime"] = False
-    assert resolve_backend("auto", m) == "mindspore"
     installed["mindspore"] = False
     with pytest.raises(BackendError, match="no backend can run this export.*native engine reads the mslite format"):
         resolve_backend("auto", m)

@@ -19,9 +19,9 @@ Backends and the graph formats each one reads (the first the export has):
 
 ``auto`` picks the first backend of AUTO_ORDER[device] that is available and whose graph format the export has.
 The order follows what was measured (benchmarks/README.md):
-  cpu     openvino (bf16 on AMX: 2x ONNX Runtime fp32 per 576 px UNet call, at less memory), mslite (the 2.0
-          engine ran the tiny model's step 1.5x faster than ONNX Runtime), onnxruntime, mindspore (its CPU 3x3
-          convolution runs at ~1 GFLOP/s);
+  cpu     openvino (bf16 on AMX: 2x ONNX Runtime fp32 per 576 px UNet call, at less memory), onnxruntime, mslite
+          (the 2.0 engine's 576 px UNet call took 1.35x ONNX Runtime's time at 2.3x its peak memory, on the same
+          graph in the same run), mindspore (its CPU 3x3 convolution runs at ~1 GFLOP/s);
   cuda    onnxruntime (CUDA provider), mslite (its "gpu" target, with a matching wheel), mindspore;
   ascend  mslite (the engine Ascend deploys with), onnxruntime (CANN provider), mindspore.
 The native Lite 2.0 engine counts as available once set up (``python -m runtime.backends.mslite_native setup``);
@@ -51,7 +51,7 @@ _REGISTRY: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
     "onnxruntime": (("onnx",), "onnxruntime_backend", "onnxruntime"),
     "openvino": (("onnx",), "openvino_backend", "openvino"),
 }
-AUTO_ORDER = {"cpu": ("openvino", "mslite", "onnxruntime", "mindspore"),
+AUTO_ORDER = {"cpu": ("openvino", "onnxruntime", "mslite", "mindspore"),
               "cuda": ("onnxruntime", "mslite", "mindspore"),
               "ascend": ("mslite", "onnxruntime", "mindspore")}       # module docstring: why this order
 
