@@ -109,6 +109,11 @@ def backend_available(name: str, *, try_import: bool = False) -> Tuple[bool, str
     return True, ""
 
 
+def _native_lite_on_mindir(name: str, fmt: str) -> bool:
+    """mslite without its Python package runs the native 2.0 engine, which cannot read MindSpore 2.10's MindIR."""
+    return name == "mslite" and fmt == "mindir" and not is_importable(_REGISTRY[name][2])
+
+
 def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
     """The concrete backend for ``name`` (``auto`` resolved against the export's formats, the installed engines
     and the device kind)."""
@@ -123,6 +128,11 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
             raise BackendError(f"backend {name!r} reads {' or '.join(backend_formats(name))} graphs, and the "
                                f"export at {manifest.root} has none", expected=fmt, got=list(formats) or "no graphs",
                                hint=f"export with --formats {fmt}, or choose a backend for {list(formats)}")
+        if _native_lite_on_mindir(name, fmt):
+            raise BackendError("the native MindSpore Lite engine reads the export's mslite format, not MindSpore's "
+                               "MindIR", expected="mslite graphs", got=list(formats),
+                               hint="export with --formats mslite, or install a mindspore_lite package that reads "
+                                    "MindSpore 2.10's MindIR")
         return name
     tried = []
     order = AUTO_ORDER.get(device)
@@ -133,7 +143,7 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
         if fmt not in formats:
             tried.append(f"{cand}: no {fmt} graphs in the export")
             continue
-        if cand == "mslite" and fmt == "mindir" and not is_importable(_REGISTRY[cand][2]):
+        if _native_lite_on_mindir(cand, fmt):
             tried.append(f"{cand}: the native engine reads the mslite format, not MindSpore's MindIR")
             continue
         ok, why = backend_available(cand, try_import=True)
