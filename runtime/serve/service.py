@@ -166,7 +166,8 @@ class Service:
         if job.state in FINAL_STATES:
             raise Conflict(f"the job is already {job.state}", expected="a queued or running job")
         job = self.store.cancel(job_id)
-        self.worker.wake()
+        if job.state == "cancelled":                 # it was queued: its prepared image is no longer needed
+            (self.settings.inputs / f"{job_id}.png").unlink(missing_ok=True)
         return job.view()
 
     def result_file(self, job_id: str, name: str) -> Path:
@@ -188,6 +189,7 @@ class Service:
         return {"status": "ok" if self.worker.alive else "worker stopped", "worker": self.worker.name,
                 "variant": self.manifest.variant, "backend": self.pipeline.backend,
                 "resolution": self.manifest.shapes.resolution, "num_frames": self.manifest.shapes.num_frames,
+                "camera": self.pipeline.has_camera,
                 "graphs_load_s": round(self.pipeline.load_seconds, 3), "queue": self.store.queued(),
                 "queue_size": self.settings.queue_size}
 
