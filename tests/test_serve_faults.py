@@ -64,8 +64,8 @@ def test_kill_9_and_restart_lose_and_duplicate_nothing(toy_export, tmp_path):
     server = Server(toy_export[0], tmp_path / "data").start()
     try:
         first = server.submit(steps=LONG_STEPS).json()["id"]
-        wait_until(lambda: server.job(first).get("step", 0) >= 1, 60, "the first job to run a step")
         others = [server.submit(steps=2, seed=i).json()["id"] for i in range(4)]
+        wait_until(lambda: server.job(first).get("step", 0) >= 1, 60, "the first job to run a step")
         server.proc.send_signal(signal.SIGKILL)
         assert server.proc.wait(30) == -signal.SIGKILL
     finally:

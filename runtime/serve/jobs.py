@@ -206,13 +206,16 @@ class JobStore:
             db.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (time.time() + self.lease_s, job_id))
             return not row["cancel_requested"]
 
-    def progress(self, job_id: str, worker: str, step: int, num_steps: int, step_s: float) -> bool:
-        """Record a finished step (and renew the lease); returns False when a cancel was asked."""
+    def progress(self, job_id: str, worker: str, step: int, num_steps: int, step_s: float,
+                 steps_s: Optional[float] = None) -> bool:
+        """Record that ``step`` of ``num_steps`` is done, the last one taking ``step_s`` (``steps_s``: the seconds
+        of every step since the previous record; default ``step_s``), and renew the lease. False: cancel asked."""
         with self._tx() as db:
             row = self._owned(db, job_id, worker)
             db.execute("UPDATE jobs SET step = ?, num_steps = ?, last_step_s = ?, step_s_sum = step_s_sum + ?, "
                        "lease_until = ? WHERE id = ?",
-                       (step, num_steps, step_s, step_s, time.time() + self.lease_s, job_id))
+                       (step, num_steps, step_s, step_s if steps_s is None else steps_s, time.time() + self.lease_s,
+                        job_id))
             return not row["cancel_requested"]
 
     def finish(self, job_id: str, worker: str, state: str, error: Optional[str] = None) -> None:

@@ -30,6 +30,7 @@ from .jobs import Job, JobStore, LeaseLost
 
 log = logging.getLogger("runtime.serve")
 RETENTION_SWEEP_S = 60.0
+PROGRESS_WRITE_S = 0.2          # steps faster than this are recorded (and a cancel looked for) together
 
 
 class Cancelled(Exception):
@@ -94,6 +95,7 @@ class Worker:
             self.run(job)
 
     def run(self, job: Job) -> None:
+        """Run one claimed job to its end state (or back to the queue when the server stops)."""
         self._lost.clear()
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job.id, beat_stop), name="sv3d-heartbeat",
@@ -132,13 +134,19 @@ class Worker:
         with Image.open(image_path) as im:
             image = np.asarray(im.convert("RGB"))     # the prepared conditioning image, S x S (submission)
 
+        pending = {"s": 0.0, "written": time.monotonic()}
+
         def on_step(info) -> None:
             if self._lost.is_set():
                 raise LeaseLost(f"job {job.id} was taken from {self.name} (its lease ran out)")
-            go_on = self.store.progress(job.id, self.name, int(info["step"]) + 1, int(info["num_steps"]),
-                                        float(info["step_s"]))
-            if not go_on:
-                raise Cancelled()
+            pending["s"] += float(info["step_s"])
+            step, n = int(info["step"]) + 1, int(info["num_steps"])
+            now = time.monotonic()
+            if now - pending["written"] >= PROGRESS_WRITE_S or step == n or self._stop.is_set():
+                go_on = self.store.progress(job.id, self.name, step, n, float(info["step_s"]), pending["s"])
+                pending.update(s=0.0, written=now)
+                if not go_on:
+                    raise Cancelled()
             if self._stop.is_set():
                 raise Stopping()
 

@@ -90,6 +90,7 @@ function describe(job) {
     return `running: step ${job.step} of ${job.num_steps}${last}${eta}`;
   }
   if (job.state === "failed") return "failed: " + (job.error || "unknown reason");
+  if (job.state === "done") return `done: ${job.num_steps} steps, ${(job.finished - job.started).toFixed(2)} s`;
   return job.state;
 }
 
