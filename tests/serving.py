@@ -59,7 +59,7 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self, timeout: float = START_TIMEOUT_S) -> "Server":
         cmd = [sys.executable, "-m", "runtime.serve", "--graphs", str(self.graphs), "--data-dir",
                str(self.data_dir), "--port", str(self.port), "--backend", "onnxruntime", *self.flags]
         if self.token:
@@ -68,7 +68,7 @@ class Server:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        wait_until(self._healthy, START_TIMEOUT_S, f"the server on port {self.port} ({self.log})")
+        wait_until(self._healthy, timeout, f"the server on port {self.port} ({self.log})")
         return self
 
     def _healthy(self) -> bool:

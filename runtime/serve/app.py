@@ -50,6 +50,12 @@ def create_app(service: Service):
         headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, QueueFull) else None
         return JSONResponse({"error": str(e)}, status_code=status_of(e), headers=headers)
 
+    @app.middleware("http")
+    async def answered_by(request, call_next):  # which process answered (Ray: which replica)
+        response = await call_next(request)
+        response.headers["X-SV3D-Worker"] = service.worker.name
+        return response
+
     @app.exception_handler(SV3DError)
     async def on_error(request, e: SV3DError):
         return error(e)

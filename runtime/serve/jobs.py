@@ -96,7 +96,7 @@ class Job:
         if self.state == "running" or self.num_steps:
             out.update(step=self.step, num_steps=self.num_steps, last_step_s=self.last_step_s)
         if self.state == "running":
-            out["cancel_requested"] = self.cancel_requested
+            out.update(worker=self.worker, cancel_requested=self.cancel_requested)
             out["eta_s"] = (None if not self.last_step_s or not self.num_steps
                             else round((self.num_steps - self.step) * self.last_step_s, 3))
         if self.error:
