@@ -171,3 +171,18 @@ def test_streamed_upload_with_caps(tmp_path):
     with pytest.raises(UploadError, match="ended inside the image part"):
         receive(body[:len(body) // 2], ctype, path)
     assert not path.exists()
+
+
+def test_importing_the_runtime_and_the_service_loads_no_web_stack():
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = ("import sys, runtime, runtime.serve.app, runtime.serve.ray_app, runtime.serve.service, "
+              "runtime.serve.cli\n"
+              "web = sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', 'uvicorn', 'ray', "
+              "'python_multipart', 'httpx'})\n"
+              "sys.exit(f'loaded {web}' if web else 0)")
+    r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
