@@ -194,11 +194,18 @@ def test_token_required(server):
     assert page.status_code == 200 and "<form" in page.text
 
 
-def test_other_bind_address_needs_a_token(toy_export, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "runtime.serve", "--graphs", str(toy_export[0]), "--host", "0.0.0.0",
-                        "--data-dir", str(tmp_path / "d")], cwd=REPO, env=dict(env(), SV3D_SERVE_TOKEN=""),
+@pytest.mark.parametrize("flags, message", [
+    (["--host", "0.0.0.0"], "binding 0.0.0.0 needs a token"),
+    (["--backend", "bogus"], "invalid choice: 'bogus'"),
+    (["--steps", "3"], "options not accepted here"),
+    (["--queue-size", "0"], "invalid --queue-size"),
+    (["--ray", "--graphs", "/nonexistent"], "graphs folder not found"),
+])
+def test_server_flags_refused_before_anything_starts(toy_export, tmp_path, flags, message):
+    r = subprocess.run([sys.executable, "-m", "runtime.serve", "--graphs", str(toy_export[0]), "--data-dir",
+                        str(tmp_path / "d"), *flags], cwd=REPO, env=dict(env(), SV3D_SERVE_TOKEN=""),
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "binding 0.0.0.0 needs a token" in r.stderr, r.stderr
+    assert r.returncode == 1 and message in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
 
 

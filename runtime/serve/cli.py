@@ -22,6 +22,7 @@ from configs.limits import LIMITS
 
 from .. import interrupts
 from ..errors import SV3DError
+from .flags import engine_options
 from .settings import LOOPBACK_HOSTS, ServeSettings
 
 PROG = "python -m runtime.serve"
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, engine_argv: List[str]) -> ServeSettings:
-    """Check the server's flags (the engine's are checked by runtime.cli's code when the graphs load)."""
+    """Check the server's flags, and the engine's with runtime.cli's code (runtime/serve/flags.py)."""
     for name, value, low, high in (("--port", args.port, 0, 65535),
                                    ("--queue-size", args.queue_size, 1, LIMITS.serve_max_queue_size),
                                    ("--max-upload-bytes", args.max_upload_bytes, 1, None),
@@ -76,6 +77,7 @@ def settings_from(args: argparse.Namespace, engine_argv: List[str]) -> ServeSett
     for name, value in (("--retention-hours", args.retention_hours), ("--lease-s", args.lease_s)):
         if not value > 0:
             raise SV3DError(f"invalid {name}", expected="a number > 0", got=value)
+    engine_options(["--graphs", args.graphs, *engine_argv])   # refused here, not in each replica
     if args.host not in LOOPBACK_HOSTS and not args.token:
         raise SV3DError(f"binding {args.host} needs a token", expected=f"--token or ${TOKEN_ENV}", got="none",
                         hint="without one, only loopback addresses are served")

@@ -70,6 +70,9 @@ def absolute(settings: ServeSettings) -> ServeSettings:
 
 def run_ray(settings: ServeSettings, *, replicas: int, address=None) -> int:
     """Start (or join) a Ray cluster, deploy, serve until Ctrl-C / SIGTERM, then tear the deployment down."""
+    from ..manifest import Manifest
+
+    Manifest.load(settings.graphs)       # a wrong export fails here, not in every replica Ray restarts
     if address is None:                  # read when ray is imported: the local cluster on 127.0.0.1, no reports
         os.environ.update(LOCAL_CLUSTER_ENV)
     import ray
