@@ -1,5 +1,6 @@
-"""What the service's test modules share: a ``python -m runtime.serve`` process on a free loopback port, requests
-to it, and waiting on a job's state (polling with a deadline: no bare sleeps).
+"""What the service's test modules share: a ``python -m runtime.serve`` process on a free loopback port (its UNet
+slowed by UNET_DELAY_S per call, tests/slow_unet/sitecustomize.py), requests to it, and waiting on a job's state
+(polling with a deadline: no bare sleeps).
 
 Everything talks to 127.0.0.1 only.
 """
@@ -41,8 +42,14 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         time.sleep(interval)
 
 
-def env() -> dict:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+SLOW_UNET = Path(__file__).resolve().parent / "slow_unet"     # sitecustomize.py: a slower engine's test double
+UNET_DELAY_S = 0.005                 # per UNet call: a 1000-step job lasts over 5 s, long enough to act on mid-run
+
+
+def env(unet_delay_s: float = 0.0) -> dict:
+    paths = [str(REPO)] + ([str(SLOW_UNET)] if unet_delay_s else []) + [os.environ.get("PYTHONPATH")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)),
+                SV3D_TEST_UNET_DELAY_S=str(unet_delay_s) if unet_delay_s else "")
 
 
 class Server:
@@ -66,7 +73,7 @@ class Server:
             cmd += ["--token", self.token]
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env(UNET_DELAY_S), stdout=out, stderr=subprocess.STDOUT)
         out.close()
         wait_until(self._healthy, timeout, f"the server on port {self.port} ({self.log})")
         return self

@@ -25,7 +25,7 @@ from tests.helpers import REPO  # noqa: E402
 QUEUE_SIZE = 3
 MAX_UPLOAD_BYTES = 100_000
 MAX_PIXELS = 128 * 128                       # the sample image's size exactly
-LONG_STEPS = 1000                            # the limit; a few seconds on the toy export
+LONG_STEPS = 1000                            # the limit; over 5 s with the test servers' slowed UNet
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,8 @@ def test_ids_and_files_that_try_path_tricks(server):
 
 
 def test_queue_bound_429_and_cancel_queued_and_running(server):
-    # 1000-step jobs take about a second each on the toy export; submissions take milliseconds, so the queue
-    # fills long before the worker drains it
+    # a 1000-step job takes over 5 s on the test server (tests/serving.py UNET_DELAY_S), a submission
+    # milliseconds: the queue fills long before the worker drains it
     ids, full = [], None
     for _ in range(QUEUE_SIZE + 3):
         r = server.submit(steps=LONG_STEPS)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.serve
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 DRIVER = "/usr/bin/chromedriver"
 WINDOW = (1100, 1450)
-STEPS = 1000                                 # about a second on the toy export: long enough to watch
+STEPS = 1000                                 # over 5 s on the test server (tests/serving.py): long enough to watch
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_page_submits_follows_and_shows_the_result(toy_export, tmp_path, browser
         wait_until(lambda: el("token-row").is_displayed() and "token" in el("error").text, 30, "the token request")
         el("token").send_keys(TOKEN)
         el("job-form").find_element(By.NAME, "steps").click()   # the token field's change event stores it
-        ahead = [server.submit(steps=STEPS).json()["id"] for _ in range(2)]     # the page's job waits behind
+        ahead = [server.submit(steps=STEPS // 5).json()["id"] for _ in range(2)]     # the page's job waits behind
         el("submit").click()
         wait_until(lambda: "queued, position" in el("status").text, 30, "the queue position")
         # the progress bar follows the running job (step i of N), then completes

@@ -19,7 +19,7 @@ from tests.serving import Server, wait_until  # noqa: E402
 pytestmark = pytest.mark.serve
 
 JOBS = 6
-LONG_STEPS = 1000
+LONG_STEPS = 400                 # over 2 s each on the test servers (tests/serving.py)
 LEASE_S = 3
 RAY_START_S = 240
 
