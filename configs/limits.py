@@ -27,6 +27,19 @@ class Limits:
     isolate_bytes: int = 1 << 30            # --isolate auto: graphs with more weight bytes run in worker processes
     attention_warn_bytes: int = 4 << 30     # a plain-attention score matrix above this gets a hint
     disk_margin: float = 1.05               # free-disk check: estimated bytes times this
+    # the generation service (python -m runtime.serve); each is the default of a --flag where one exists
+    serve_queue_size: int = 16              # queued jobs behind the running one; more gets 429 + Retry-After
+    serve_max_queue_size: int = 10000
+    serve_upload_bytes: int = 32 << 20      # the image part of a submission, streamed to disk and cut off past it
+    serve_upload_pixels: int = 4096 * 4096  # refused before decoding (preprocess's own guard is 8192 x 8192)
+    serve_form_bytes: int = 64 << 10        # everything in a submission but the image (the option fields)
+    serve_form_fields: int = 64             # option fields per submission (elevation / azimuths may repeat)
+    serve_retention_hours: float = 24.0     # finished jobs (their results and their record) are kept this long
+    serve_max_attempts: int = 2             # a job whose worker died is run once more, then marked failed
+    serve_lease_s: float = 30.0             # a running job whose worker sent no heartbeat for this long is orphaned
+    serve_poll_s: float = 0.5               # an idle worker looks for jobs (another process may have queued one)
+    serve_callback_timeout_s: float = 10.0  # per POST of a job's callback URL
+    serve_callback_tries: int = 3
     # reliability
     signal_guard_poll_s: float = 0.01       # how often runtime/interrupts.py re-asserts the SIGINT/SIGTERM handler
     worker_parent_poll_s: float = 0.5       # export workers check this often that their parent is alive

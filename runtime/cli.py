@@ -36,7 +36,7 @@ from . import interrupts
 from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
 from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
-from .options import OptionNames, resolve_options
+from .options import GenerationOptions, OptionNames, resolve_options
 from .orbits import ORBIT_PRESETS
 from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
 from .pipeline import MEMORY_MODES, SV3DPipeline
@@ -140,8 +140,19 @@ def _say(opts: Options, *msg) -> None:
         print(*msg, file=sys.stderr, flush=True)
 
 
-def _check_options(opts: Options) -> None:
-    """The options that do not depend on the export (steps, seed, guidance and camera: runtime.options)."""
+def check_options(opts: Options) -> None:
+    """The options that do not depend on the export (steps, seed, guidance and camera: :func:`generation_options`).
+    The service (runtime/serve) checks each job's form with it too."""
+    check_bounds(opts)
+    if not opts.demo:
+        if opts.graphs is None:
+            raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
+        if not opts.images:
+            raise SV3DError("no input image given", expected="one or more image paths", got="none")
+
+
+def check_bounds(opts: Options) -> None:
+    """The sizes configs/limits.py bounds (--fps, --threads, --device-id, the image count)."""
     for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
                                    ("--threads", opts.threads, 0, LIMITS.max_threads),
                                    ("--device-id", opts.device_id, 0, None)):
@@ -152,11 +163,6 @@ def _check_options(opts: Options) -> None:
     if len(opts.images) > LIMITS.max_images:
         raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
                         got=len(opts.images))
-    if not opts.demo:
-        if opts.graphs is None:
-            raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
-        if not opts.images:
-            raise SV3DError("no input image given", expected="one or more image paths", got="none")
 
 
 def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
@@ -215,7 +221,7 @@ def _run_tool(args: List[str], what: str) -> None:
 
 
 def run(opts: Options) -> int:
-    _check_options(opts)
+    check_options(opts)
     demo_tmp = None
     made = _new_dirs(Path(opts.output))
     ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
@@ -249,11 +255,7 @@ def run(opts: Options) -> int:
 def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
-    elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
-                                                     else opts.elevation)
-    options = resolve_options(manifest.runtime, manifest.shapes.num_frames, num_steps=opts.steps, seed=opts.seed,
-                              guider=opts.guider, min_scale=opts.min_scale, max_scale=opts.max_scale,
-                              elevation=elevation, azimuths=opts.azimuths, preset=opts.orbit, names=FLAGS)
+    options = generation_options(manifest, opts)
     prepared = [(Path(p), prepare_image(manifest.runtime, manifest.shapes.resolution, p,
                                         remove_background=opts.remove_background)) for p in images]
     for path, pre in prepared:
@@ -297,6 +299,16 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     return EXIT_OK
 
 
+def generation_options(manifest: Manifest, opts: Options) -> GenerationOptions:
+    """--steps, --seed, --guider, the scales and the camera flags checked against this export (runtime.options),
+    named as the flags in the messages. The service (runtime/serve) resolves each job's form with it too."""
+    elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
+                                                     else opts.elevation)
+    return resolve_options(manifest.runtime, manifest.shapes.num_frames, num_steps=opts.steps, seed=opts.seed,
+                           guider=opts.guider, min_scale=opts.min_scale, max_scale=opts.max_scale,
+                           elevation=elevation, azimuths=opts.azimuths, preset=opts.orbit, names=FLAGS)
+
+
 def _on_step(bar) -> None:
     interrupts.checkpoint()
     if bar is not None:
@@ -337,4 +349,4 @@ def main(argv: Optional[List[str]] = None) -> int:
         interrupts.release()
 
 
-__all__ = ["Options", "build_parser", "main", "run"]
+__all__ = ["Options", "build_parser", "check_bounds", "check_options", "generation_options", "main", "run"]

@@ -258,13 +258,13 @@ def load_image(path: Union[str, os.PathLike], *, size: int, image_frame_ratio: O
 ImageInput = Union[str, os.PathLike, np.ndarray, PreprocessedImage]
 
 
-def prepare_image(config: Any, resolution: int, image: ImageInput, *,
-                  remove_background: str = "auto") -> PreprocessedImage:
+def prepare_image(config: Any, resolution: int, image: ImageInput, *, remove_background: str = "auto",
+                  max_pixels: int = MAX_INPUT_PIXELS) -> PreprocessedImage:
     """The conditioning image from a file path, a PreprocessedImage, or an array: (1, 3, S, S) / (3, S, S) float
     in [-1, 1], (S, S, 3) uint8 RGB, or (H, W, 4) uint8 RGBA (centred and resized like a file).
 
     config: an SV3DConfig or RuntimeConfig (its image_frame_ratio). Files go through :func:`load_image` (alpha ->
-    object, or background removal per ``remove_background``), resized to ``resolution``.
+    object, or background removal per ``remove_background``; refused over ``max_pixels``), resized to ``resolution``.
     """
     s = int(resolution)
     shape = (1, 3, s, s)
@@ -275,7 +275,7 @@ def prepare_image(config: Any, resolution: int, image: ImageInput, *,
             raise InputImageError("invalid remove_background", expected=f"one of {BACKGROUND_MODES}",
                                   got=repr(remove_background))
         pre = load_image(image, size=s, image_frame_ratio=config.image_frame_ratio,
-                         remove_background=remove_background)
+                         remove_background=remove_background, max_pixels=max_pixels)
     elif isinstance(image, np.ndarray):
         pre = _array_image(config, s, image)
     else:
