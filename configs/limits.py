@@ -27,6 +27,12 @@ class Limits:
     isolate_bytes: int = 1 << 30            # --isolate auto: graphs with more weight bytes run in worker processes
     attention_warn_bytes: int = 4 << 30     # a plain-attention score matrix above this gets a hint
     disk_margin: float = 1.05               # free-disk check: estimated bytes times this
+    # mesh (python -m runtime.mesh, --mesh)
+    mesh_min_resolution: int = 16           # voxels a side of the carved cube
+    mesh_max_resolution: int = 512          # 512^3 float32 = 512 MiB for the field alone
+    mesh_min_faces: int = 100
+    mesh_max_faces: int = 5_000_000
+    mesh_max_smooth: int = 1000             # Taubin passes
     # reliability
     signal_guard_poll_s: float = 0.01       # how often runtime/interrupts.py re-asserts the SIGINT/SIGTERM handler
     worker_parent_poll_s: float = 0.5       # export workers check this often that their parent is alive
