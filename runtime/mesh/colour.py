@@ -15,25 +15,13 @@ import numpy as np
 
 from .cameras import Cameras
 from .deps import require
+from .images import bilinear
 
 FRONTAL_POWER = 4.0
 BLEND_VIEWS = 3
 AGREEMENT = 0.15
 OCCLUSION_EDGES = 2.0
 ZBUFFER_EDGES = 2.0
-
-
-def bilinear(image: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(N, C) float32 samples of an (H, W, C) image at pixel positions (pixel centres at k + 0.5), clamped."""
-    h, w = image.shape[:2]
-    x = np.clip(cols - 0.5, 0, w - 1)
-    y = np.clip(rows - 0.5, 0, h - 1)
-    x0, y0 = np.minimum(x.astype(np.int32), w - 2), np.minimum(y.astype(np.int32), h - 2)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    img = image.astype(np.float32)
-    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
-    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def visibility(vertices: np.ndarray, normals: np.ndarray, masks: np.ndarray, cameras: Cameras,
@@ -88,4 +76,4 @@ def vertex_colours(vertices: np.ndarray, normals: np.ndarray, frames: np.ndarray
     return np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
 
 
-__all__ = ["bilinear", "vertex_colours", "visibility"]
+__all__ = ["vertex_colours", "visibility"]

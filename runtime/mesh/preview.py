@@ -18,7 +18,7 @@ VIEWS = 6
 SIZE = 256                 # pixels per view
 ELEVATION_DEG = 20.0
 FOV_DEG = 30.0
-POINTS_PER_PIXEL = 6       # surface samples per pixel of the view's area
+POINTS_PER_PIXEL = 3       # surface samples per pixel of the view's area
 
 
 def _samples_per_face(count: int) -> np.ndarray:

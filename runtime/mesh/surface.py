@@ -9,19 +9,17 @@ from .carve import Grid
 from .deps import require
 
 SMOOTH_ITERATIONS = 10      # Taubin lambda/mu passes: removes marching-cubes ripples without shrinking the mesh
-MIN_COMPONENT_SHARE = 0.01  # connected pieces with fewer faces than this share of the mesh are dropped (specks)
 
 
 def extract_surface(field: np.ndarray, grid: Grid, faces: int, smooth: int = SMOOTH_ITERATIONS):
     """A trimesh.Trimesh of the field's zero level set: outward normals, smoothed, decimated to at most ``faces``
-    triangles, specks removed."""
+    triangles."""
     measure = require("skimage.measure", "scikit-image")
     trimesh = require("trimesh")
 
     # field[i, j, k] is at origin + (i, j, k) * step: index axes are x, y, z
     verts, tris, _, _ = measure.marching_cubes(field, level=0.0, spacing=(grid.step,) * 3, allow_degenerate=False)
     mesh = trimesh.Trimesh(vertices=verts + grid.origin, faces=tris, process=True)
-    mesh = _drop_specks(mesh)
     if smooth > 0:
         trimesh.smoothing.filter_taubin(mesh, iterations=int(smooth))
     if len(mesh.faces) > faces:
@@ -29,15 +27,6 @@ def extract_surface(field: np.ndarray, grid: Grid, faces: int, smooth: int = SMO
     mesh.remove_unreferenced_vertices()
     mesh.fix_normals()                     # consistent winding, outward (positive volume) per piece
     return mesh
-
-
-def _drop_specks(mesh):
-    pieces = mesh.split(only_watertight=False)
-    if len(pieces) <= 1:
-        return mesh
-    keep = [p for p in pieces if len(p.faces) >= MIN_COMPONENT_SHARE * len(mesh.faces)]
-    trimesh = require("trimesh")
-    return trimesh.util.concatenate(keep or [max(pieces, key=lambda p: len(p.faces))])
 
 
 __all__ = ["extract_surface"]
