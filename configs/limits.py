@@ -33,6 +33,7 @@ class Limits:
     mesh_min_faces: int = 100
     mesh_max_faces: int = 5_000_000
     mesh_max_smooth: int = 1000             # Taubin passes
+    mesh_max_refine: int = 100              # colour-consistency passes (each carves at most one voxel layer)
     # reliability
     signal_guard_poll_s: float = 0.01       # how often runtime/interrupts.py re-asserts the SIGINT/SIGTERM handler
     worker_parent_poll_s: float = 0.5       # export workers check this often that their parent is alive

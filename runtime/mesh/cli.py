@@ -58,15 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_FACES})")
     p.add_argument("--smooth", type=int, default=SMOOTH_ITERATIONS,
                    help=f"Taubin smoothing passes, 0..{LIMITS.mesh_max_smooth} (default {SMOOTH_ITERATIONS})")
+    p.add_argument("--refine", type=int, default=0, metavar="PASSES",
+                   help="colour-consistency passes after the visual hull, 0..%d: carves concave creases between "
+                        "differently coloured parts; off by default (0): untested on real SV3D frames, whose views "
+                        "may disagree in shading (runtime/mesh/refine.py; 8 in the tests)" % LIMITS.mesh_max_refine)
     p.add_argument("--quiet", action="store_true", help="print only the folder written")
     return p
 
 
-def check_mesh_options(resolution: int, faces: int, smooth: int) -> None:
+def check_mesh_options(resolution: int, faces: int, smooth: int, refine: int = 0) -> None:
     for name, value, low, high in (("--resolution", resolution, LIMITS.mesh_min_resolution,
                                     LIMITS.mesh_max_resolution),
                                    ("--faces", faces, LIMITS.mesh_min_faces, LIMITS.mesh_max_faces),
-                                   ("--smooth", smooth, 0, LIMITS.mesh_max_smooth)):
+                                   ("--smooth", smooth, 0, LIMITS.mesh_max_smooth),
+                                   ("--refine", refine, 0, LIMITS.mesh_max_refine)):
         if not low <= value <= high:
             raise SV3DError(f"invalid {name}", expected=f"an integer in [{low}, {high}]", got=value,
                             hint="the bounds are configs/limits.py")
@@ -74,9 +79,10 @@ def check_mesh_options(resolution: int, faces: int, smooth: int) -> None:
 
 def make_mesh(folder, output=None, *, elevation=None, azimuths=None, fov: Optional[float] = None,
               distance: Optional[float] = None, masks: str = "white", resolution: int = DEFAULT_RESOLUTION,
-              faces: int = DEFAULT_FACES, smooth: int = SMOOTH_ITERATIONS, say=lambda *a: None) -> Path:
+              faces: int = DEFAULT_FACES, smooth: int = SMOOTH_ITERATIONS, refine: int = 0,
+              say=lambda *a: None) -> Path:
     """Reconstruct the result folder ``folder`` and publish the mesh folder; returns it. Raises SV3DError."""
-    check_mesh_options(resolution, faces, smooth)
+    check_mesh_options(resolution, faces, smooth, refine)
     check_all()
     folder = Path(folder)
     out = folder / DEFAULT_NAME if output is None else Path(output)
@@ -90,12 +96,12 @@ def make_mesh(folder, output=None, *, elevation=None, azimuths=None, fov: Option
         f"{views.source}")
     interrupts.checkpoint()
     rec = reconstruct(views.frames, views.cameras, masks=object_masks(views.frames, masks), resolution=resolution,
-                      faces=faces, smooth=smooth, checkpoint=interrupts.checkpoint)
+                      faces=faces, smooth=smooth, refine_passes=refine, checkpoint=interrupts.checkpoint)
     record = {"source": str(folder), "cameras": {
         "source": views.source, "elevations_deg": list(views.orbit.elevations_deg),
         "azimuths_deg": list(views.orbit.azimuths_deg), "fov_deg": DEFAULT_FOV_DEG if fov is None else fov,
         "distance": DEFAULT_DISTANCE if distance is None else distance},
-        "masks": masks, "resolution": resolution, "demo_random_weights": random_weights}
+        "masks": masks, "resolution": resolution, "refine_passes": refine, "demo_random_weights": random_weights}
     if random_weights:
         record["note"] = RANDOM_WEIGHTS_NOTE.strip("* ")
     interrupts.checkpoint()
@@ -128,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         folder = make_mesh(args.folder, args.output, elevation=args.elevation, azimuths=args.azimuths, fov=args.fov,
                            distance=args.distance, masks=args.masks, resolution=args.resolution, faces=args.faces,
-                           smooth=args.smooth, say=say)
+                           smooth=args.smooth, refine=args.refine, say=say)
         print(folder, flush=True)
         return EXIT_OK
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from ..errors import SV3DError
 from .cameras import Cameras
 from .carve import hull_field
 from .colour import vertex_colours
+from .refine import refine_by_colour
 from .surface import SMOOTH_ITERATIONS, extract_surface
 from .views import object_masks
 
@@ -40,11 +41,13 @@ class Reconstruction:
 
 def reconstruct(frames: np.ndarray, cameras: Cameras, *, masks: Optional[np.ndarray] = None,
                 mask_mode: str = "white", resolution: int = DEFAULT_RESOLUTION, faces: int = DEFAULT_FACES,
-                smooth: int = SMOOTH_ITERATIONS, checkpoint: Callable[[], None] = lambda: None) -> Reconstruction:
+                smooth: int = SMOOTH_ITERATIONS, refine_passes: int = 0,
+                checkpoint: Callable[[], None] = lambda: None) -> Reconstruction:
     """A mesh of the object in ``frames`` (T, H, W, 3) uint8 seen by ``cameras``.
 
     masks: (T, H, W) bool, else computed with ``mask_mode``. resolution: voxels a side of the carved cube.
-    faces: the most triangles kept. checkpoint: called between stages (Ctrl-C handling).
+    faces: the most triangles kept. refine_passes: colour-consistency passes after carving (refine.py; 0 = off).
+    checkpoint: called between stages (Ctrl-C handling).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -69,6 +72,9 @@ def reconstruct(frames: np.ndarray, cameras: Cameras, *, masks: Optional[np.ndar
     radius = VOLUME_MARGIN * cameras.inscribed_radius()
     hull, grid = hull_field(masks, cameras, resolution, radius)
     lap("carve")
+    if refine_passes > 0:
+        refine_by_colour(hull, grid, frames, masks, cameras, passes=refine_passes)
+        lap("refine")
     mesh = extract_surface(hull, grid, faces, smooth)
     lap("surface")
     edge = float(mesh.edges_unique_length.mean())
