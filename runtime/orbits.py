@@ -78,12 +78,12 @@ def dynamic_orbit(num_frames: int, elevation_deg: float,
     return make_orbit(n, elevation=elevations, azimuths=azimuths)
 
 
-# The orbit of sv3d_u, which takes no camera input: the official default orbit at the default elevation. SV3D's
-# paper trains sv3d_u on static orbits (regularly spaced azimuths at one elevation), and Stability AI's SV4D script
-# feeds sv3d_u's 21 views to SV4D with exactly these cameras: elevations_deg=10.0 and
-# linspace(0, 360, 22)[1:] % 360, relative to the last (input) view (generative-models 0ad7de9,
-# scripts/sampling/simple_video_sample_4d.py:33,42,112-124; sv4d_helpers.py:343 passes no angles to sv3d_u).
-# The true elevation is the input image's own, which the model infers; 10 deg is the assumption both use.
+# The orbit of sv3d_u, which takes no camera input: the official default orbit at the default elevation. The
+# official README says only that sv3d_u makes orbital videos without camera conditioning (generative-models 0ad7de9,
+# README.md:76); Stability AI's SV4D script feeds sv3d_u's 21 views to SV4D with exactly these cameras:
+# elevations_deg=10.0 and linspace(0, 360, 22)[1:] % 360, relative to the last (input) view
+# (scripts/sampling/simple_video_sample_4d.py:33,42,112-124; scripts/demo/sv4d_helpers.py:343 passes sv3d_u no
+# angles). The true elevation is the input image's own; 10 deg is the assumption the official code makes too.
 UNCONDITIONED_ORBIT_SOURCE = ("sv3d_u fixed orbit: the official default orbit (constant 10 deg elevation, azimuths "
                               "360/T apart ending at 0 = the input view), as Stability AI's SV4D script assumes for "
                               "sv3d_u views (generative-models simple_video_sample_4d.py:112-124)")
