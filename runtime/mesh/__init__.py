@@ -3,6 +3,9 @@
     cameras.py      the orbit's pinhole cameras in the runtime's camera convention
     views.py        reading a result folder (frames + info.json) and the object masks
     carve.py        the visual hull as a signed distance field on a voxel grid (numpy)
+    refine.py       optional colour-consistency carving of its surface voxels
+    images.py       bilinear sampling
+    deps.py         the optional libraries, imported when used
     surface.py      marching cubes (scikit-image), smoothing and decimation (trimesh, fast-simplification)
     colour.py       vertex colours from the most frontal unoccluded views
     reconstruct.py  the stages in order, timed

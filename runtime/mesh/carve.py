@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import SV3DError
 from .cameras import Cameras
-from .images import bilinear
 from .deps import require
+from .images import bilinear
 
 BAND_VOXELS = 2.0          # fine voxels are re-evaluated where |coarse field| < BAND_VOXELS coarse voxel sizes
 COARSE_FACTOR = 4          # coarse grid = resolution / COARSE_FACTOR voxels a side
@@ -113,7 +113,7 @@ def hull_field(masks: np.ndarray, cameras: Cameras, resolution: int, radius: flo
     coarse_field = hull_at(coarse.points(idx), distances, cameras).reshape(nc, nc, nc)
 
     # upsample by nearest coarse voxel: off by at most half a coarse diagonal (0.87 coarse steps); the field is
-    # 1-Lipschitz, so outside the band below the sign is right, and inside it the value is recomputed
+    # about 1-Lipschitz (a distance), so outside the band below the sign is right; inside it the value is recomputed
     near = np.rint(np.arange(n) * (nc - 1) / (n - 1)).astype(np.intp)
     field = coarse_field[np.ix_(near, near, near)]
     band = np.argwhere(np.abs(field) < BAND_VOXELS * coarse.step)

@@ -1,7 +1,8 @@
 """Frames + cameras -> a vertex-coloured mesh, stage by stage, each stage timed.
 
-    masks (white background or rembg) -> visual hull field on a voxel grid (carve.py) -> marching cubes, Taubin
-    smoothing, quadric decimation (surface.py) -> vertex colours from the most frontal unoccluded views (colour.py)
+    masks (white background or rembg) -> visual hull field on a voxel grid (carve.py) -> optional colour-
+    consistency carving (refine.py) -> marching cubes, Taubin smoothing, quadric decimation (surface.py) -> vertex
+    colours from the most frontal unoccluded views (colour.py)
 """
 from __future__ import annotations
 
