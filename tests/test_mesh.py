@@ -26,7 +26,7 @@ from runtime.errors import OrbitError  # noqa: E402
 from runtime.mesh.cameras import DEFAULT_DISTANCE, look_at, orbit_cameras  # noqa: E402
 from runtime.mesh.cli import RANDOM_WEIGHTS_NOTE, main  # noqa: E402
 from runtime.mesh.reconstruct import reconstruct  # noqa: E402
-from runtime.mesh.views import LayoutError, read_views  # noqa: E402
+from runtime.mesh.views import LayoutError, object_masks, read_views  # noqa: E402
 from runtime.orbits import CAMERA_CONVENTION, make_orbit  # noqa: E402
 from runtime.outputs import TMP_PREFIX, write_result  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
@@ -118,6 +118,16 @@ def test_wrong_azimuth_direction_degrades_the_asymmetric_shape(reconstructions):
 
 def _vertices_colours(rec):
     return rec.vertices, rec.colours
+
+
+def test_masks_fill_highlights_but_keep_openings(orbits):
+    """A white highlight inside the object would carve a tunnel through the hull; the torus's hole must stay."""
+    frames = orbits["sphere"][0][:1].copy()
+    frames[0, 60:63, 60:63] = 255                                           # a 3x3 highlight on the sphere
+    assert (frames[0] < 231).any(-1).sum() < object_masks(frames)[0].sum()   # filled
+    assert object_masks(frames)[0, 61, 61]
+    torus = orbits["torus"][0][:1]
+    assert not object_masks(torus)[0, SIZE // 2, SIZE // 2]                 # the hole, seen from 20 deg above
 
 
 def test_nothing_in_the_frames_is_a_clear_error():

@@ -18,12 +18,14 @@ import numpy as np
 from ..errors import InputImageError, OrbitError, SV3DError
 from ..orbits import CAMERA_CONVENTION, Orbit, make_orbit, unconditioned_orbit
 from .cameras import DEFAULT_DISTANCE, DEFAULT_FOV_DEG, Cameras, orbit_cameras
+from .deps import require
 
 FRAME_NAME = re.compile(r"^(\d+)\.png$")
 MASK_MODES = ("white", "rembg")
 # A pixel is the object when any channel is darker than white by more than this (SV3D renders on white; its VAE
 # leaves the background within a few levels of 255).
 WHITE_TOLERANCE = 24
+HOLE_SHARE = 0.01          # enclosed background pieces under this share of the object's area are filled
 
 
 class LayoutError(SV3DError):
@@ -115,13 +117,29 @@ def read_frames(frames_dir: Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def fill_small_holes(mask: np.ndarray, share: float = HOLE_SHARE) -> np.ndarray:
+    """The mask with its enclosed background pieces smaller than ``share`` of its area filled.
+
+    One view's hole carves the whole cone of rays behind it out of the hull, so a white highlight on the object
+    would punch a tunnel through the mesh; a real opening (a handle, a torus seen from above) is larger."""
+    label = require("scipy.ndimage").label
+    labels, count = label(~mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel()]))
+    small = np.flatnonzero(sizes < share * mask.sum())
+    fill = np.setdiff1d(small[small > 0], border)
+    return mask | np.isin(labels, fill) if fill.size else mask
+
+
 def object_masks(frames: np.ndarray, mode: str = "white") -> np.ndarray:
-    """(T, H, W) bool: True on the object. white: any channel below 255 - WHITE_TOLERANCE; rembg: rembg's alpha
-    > 127 (needs ``pip install rembg``)."""
+    """(T, H, W) bool: True on the object. white: any channel below 255 - WHITE_TOLERANCE, small enclosed holes
+    filled (fill_small_holes); rembg: rembg's alpha > 127 (needs ``pip install rembg``)."""
     if mode not in MASK_MODES:
         raise SV3DError("unknown mask mode", expected=f"one of {list(MASK_MODES)}", got=repr(mode))
     if mode == "white":
-        return (frames < 255 - WHITE_TOLERANCE).any(axis=-1)
+        return np.stack([fill_small_holes(m) for m in (frames < 255 - WHITE_TOLERANCE).any(axis=-1)])
     try:
         import rembg
     except ImportError:
@@ -133,4 +151,5 @@ def object_masks(frames: np.ndarray, mode: str = "white") -> np.ndarray:
     return np.stack([np.asarray(rembg.remove(Image.fromarray(f), session=session))[..., 3] > 127 for f in frames])
 
 
-__all__ = ["LayoutError", "MASK_MODES", "Views", "WHITE_TOLERANCE", "object_masks", "read_frames", "read_views"]
+__all__ = ["LayoutError", "MASK_MODES", "Views", "WHITE_TOLERANCE", "fill_small_holes", "object_masks", "read_frames",
+           "read_views"]
