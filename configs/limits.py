@@ -40,6 +40,13 @@ class Limits:
     serve_poll_s: float = 0.5               # an idle worker looks for jobs (another process may have queued one)
     serve_callback_timeout_s: float = 10.0  # per POST of a job's callback URL
     serve_callback_tries: int = 3
+    # mesh (python -m runtime.mesh, --mesh)
+    mesh_min_resolution: int = 16           # voxels a side of the carved cube
+    mesh_max_resolution: int = 512          # 512^3 float32 = 512 MiB for the field alone
+    mesh_min_faces: int = 100
+    mesh_max_faces: int = 5_000_000
+    mesh_max_smooth: int = 1000             # Taubin passes
+    mesh_max_refine: int = 100              # colour-consistency passes (each carves at most one voxel layer)
     # reliability
     signal_guard_poll_s: float = 0.01       # how often runtime/interrupts.py re-asserts the SIGINT/SIGTERM handler
     worker_parent_poll_s: float = 0.5       # export workers check this often that their parent is alive

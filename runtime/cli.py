@@ -3,6 +3,7 @@
     python -m runtime --graphs exports/sv3d_u_576 chair.png mug.png --output outputs
     python -m runtime --graphs exports/sv3d_p_576 chair.png --elevation 20 --orbit dynamic
     python -m runtime --demo                      # random-weight tiny model, exported on the fly
+    python -m runtime --graphs exports/sv3d_u_576 chair.png --mesh    # + <output>/chair/mesh/ (runtime/mesh)
 
 The graphs are loaded once for all images. Every input is read and checked (and the camera options validated)
 before the first graph is loaded, so a bad input fails fast and writes nothing. Each image gets a new folder
@@ -36,6 +37,8 @@ from . import interrupts
 from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
 from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
+from .mesh.cli import make_mesh
+from .mesh.deps import check_all as check_mesh_dependencies
 from .options import GenerationOptions, OptionNames, resolve_options
 from .orbits import ORBIT_PRESETS
 from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
@@ -123,6 +126,10 @@ class Options:
     demo: bool = field(default=False, metadata=dict(
         help="export a RANDOM-WEIGHT tiny model (needs mindspore) and run it on the bundled sample image; "
              "with --graphs DIR the demo export is kept there and reused"))
+    mesh: bool = field(default=False, metadata=dict(
+        help="after each video, reconstruct a vertex-coloured mesh from its frames into <result>/mesh "
+             "(mesh.glb, mesh.obj, preview.png; python -m runtime.mesh with its defaults; needs "
+             "requirements-mesh.txt)"))
     demo_config: str = field(default=DEMO_CONFIGS[0], metadata=dict(
         choices=list(DEMO_CONFIGS), help="tiny config of the --demo export"))
 
@@ -261,6 +268,8 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
     for path, pre in prepared:
         _warn_small_input(opts, path, pre, manifest.shapes.resolution)
     require_video_support()
+    if opts.mesh:
+        check_mesh_dependencies()                 # fail before the graphs load, not after the first video
     output = check_writable(opts.output)
 
     # 2. graphs, once
@@ -289,6 +298,8 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
         interrupts.checkpoint()
         folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
+        if opts.mesh:
+            print(f"{path} mesh -> {make_mesh(folder, say=lambda *m: _say(opts, *m))}", flush=True)
         summaries.append((path.name, result.timings))
     if not opts.quiet:
         _say(opts, f"\nlatency (graphs loaded once in {pipe.load_seconds:.2f} s; backend {pipe.backend}, "

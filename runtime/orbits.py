@@ -57,6 +57,12 @@ def default_orbit(num_frames: int, elevation_deg: float) -> Orbit:
     return make_orbit(n, elevation=float(elevation_deg), azimuths=azimuths)
 
 
+def unconditioned_orbit(num_frames: int,
+                        elevation_deg: float = ConditionerConfig.default_elevation_deg) -> Orbit:
+    """The fixed orbit sv3d_u is assumed to generate (see UNCONDITIONED_ORBIT_SOURCE): the default orbit."""
+    return default_orbit(num_frames, elevation_deg)
+
+
 def dynamic_orbit(num_frames: int, elevation_deg: float,
                   amplitude_deg: float = ConditionerConfig.dynamic_elevation_amplitude_deg) -> Orbit:
     """Default azimuths with a sinusoidal elevation: ``elevation_deg + amplitude * sin(2 pi k / T)``, k = 1..T.
@@ -70,6 +76,26 @@ def dynamic_orbit(num_frames: int, elevation_deg: float,
     elevations = float(elevation_deg) + float(amplitude_deg) * np.sin(2.0 * math.pi * k / n)
     azimuths = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
     return make_orbit(n, elevation=elevations, azimuths=azimuths)
+
+
+# The orbit of sv3d_u, which takes no camera input: the official default orbit at the default elevation. The
+# official README says only that sv3d_u makes orbital videos without camera conditioning (generative-models 0ad7de9,
+# README.md:76); Stability AI's SV4D script feeds sv3d_u's 21 views to SV4D with exactly these cameras:
+# elevations_deg=10.0 and linspace(0, 360, 22)[1:] % 360, relative to the last (input) view
+# (scripts/sampling/simple_video_sample_4d.py:33,42,112-124; scripts/demo/sv4d_helpers.py:343 passes sv3d_u no
+# angles). The true elevation is the input image's own; 10 deg is the assumption the official code makes too.
+UNCONDITIONED_ORBIT_SOURCE = ("sv3d_u fixed orbit: the official default orbit (constant 10 deg elevation, azimuths "
+                              "360/T apart ending at 0 = the input view), as Stability AI's SV4D script assumes for "
+                              "sv3d_u views (generative-models simple_video_sample_4d.py:112-124)")
+
+# How the angles of an orbit map to 3-D cameras (runtime/mesh/cameras.py builds them; README "Mesh"): world y up,
+# object at the origin, camera at distance d looking at the origin, elevation above the x-z plane, azimuth 0 = the
+# input view with the camera on +z, azimuth growing counter-clockwise seen from above (right-handed about +y).
+# The official code draws its camera orbits the same way (scripts/demo/sv3d_helpers.py:77-88: positions
+# (cos e cos a, cos e sin a, sin e) with z up, i.e. counter-clockwise seen from above). Which way a real model's
+# frames turn cannot be checked without the weights. info.json records this name as "camera_convention"; an
+# info.json without the field is read in this convention.
+CAMERA_CONVENTION = "y_up_ccw"
 
 
 # name -> builder(num_frames, base elevation in degrees, conditioner config)

@@ -8,7 +8,7 @@ Layout of one result (``write_result``)::
         frames/000.png ...   every frame, lossless
         contact_sheet.png    all frames in a grid (``CONTACT_SHEET_COLUMNS`` per row)
         input.png            the conditioning image as the model saw it
-        info.json            settings, backend, orbit and timings
+        info.json            settings, backend, orbit (+ camera_convention) and timings
 
 Nothing is ever overwritten: if ``<output>/<name>`` exists, the result goes to ``<name>_1``, ``<name>_2``, ... (the
 path actually used is returned). Everything is first written into a hidden temporary folder next to the target
@@ -21,11 +21,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .errors import OutputError
+from .orbits import CAMERA_CONVENTION, UNCONDITIONED_ORBIT_SOURCE, unconditioned_orbit
 
 DEFAULT_FPS = 10                 # imageio's ffmpeg default, which the reference's mimwrite used (SVS:268-275)
 CONTACT_SHEET_COLUMNS = 7        # 21 frames -> 3 rows of 7
@@ -137,10 +138,10 @@ def write_result(result, output_dir, name: str, *, fps: int = DEFAULT_FPS, info:
     """Write every output of one ``Result`` into a new folder ``output_dir/name`` (or ``name_<k>``).
 
     Returns the folder written. Raises OutputError; on any failure the temporary folder is removed.
+    info.json records the orbit: the conditioning orbit of sv3d_p, or the fixed orbit assumed for sv3d_u
+    (``orbit.source``), and the ``camera_convention`` its angles are meant in (runtime/orbits.py).
     """
-    output_dir = check_writable(output_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + name + "-", dir=output_dir))
-    try:
+    def fill(tmp: Path) -> None:
         frames = result.frames_uint8
         write_mp4(tmp / f"{name}.mp4", frames, fps)
         write_gif(tmp / f"{name}.gif", frames, fps)
@@ -151,11 +152,28 @@ def write_result(result, output_dir, name: str, *, fps: int = DEFAULT_FPS, info:
         record.update(num_steps=result.num_steps, seed=result.seed,
                       guidance_scales=[round(float(s), 6) for s in result.guidance_scales], fps=fps,
                       num_frames=int(frames.shape[0]), resolution=int(frames.shape[1]))
-        if result.orbit is not None:
-            record["orbit"] = {"elevations_deg": list(result.orbit.elevations_deg),
-                               "azimuths_deg": list(result.orbit.azimuths_deg)}
+        orbit, source = result.orbit, "conditioning"
+        if orbit is None:
+            orbit, source = unconditioned_orbit(int(frames.shape[0])), UNCONDITIONED_ORBIT_SOURCE
+        record["orbit"] = {"elevations_deg": list(orbit.elevations_deg), "azimuths_deg": list(orbit.azimuths_deg),
+                           "source": source}
+        record["camera_convention"] = CAMERA_CONVENTION
         record["timings"] = result.timings.to_dict()
         (tmp / "info.json").write_text(json.dumps(record, indent=1) + "\n")
+
+    return write_folder(output_dir, name, fill)
+
+
+def write_folder(output_dir, name: str, fill: Callable[[Path], None]) -> Path:
+    """Create a new folder ``output_dir/name`` (or ``name_<k>``) whose files ``fill(tmp)`` writes into a hidden
+    temporary folder; it is renamed into place only when ``fill`` returned. Returns the folder written.
+
+    Raises OutputError; on any failure, or Ctrl-C, the temporary folder is removed and nothing is published.
+    """
+    output_dir = check_writable(output_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + name + "-", dir=output_dir))
+    try:
+        fill(tmp)
         os.chmod(tmp, 0o755 & ~_umask())               # mkdtemp makes it 0700; give it normal permissions
         return _move_into_place(tmp, output_dir, name)
     except OutputError:

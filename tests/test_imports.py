@@ -153,3 +153,17 @@ sys.exit(1 if failed else 0)
 """
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+
+
+def test_mesh_step_imports_no_engine_and_no_mesh_library():
+    """`import runtime` and `import runtime.mesh` load no MindSpore, no models/ or export/ code, and none of the
+    optional mesh libraries (requirements-mesh.txt is imported by the functions that use it)."""
+    script = """
+import sys
+import runtime, runtime.mesh, runtime.mesh.cli
+loaded = sorted({m.split(".")[0] for m in sys.modules} &
+                {"mindspore", "models", "export", "trimesh", "skimage", "scipy", "fast_simplification"})
+sys.exit(f"loaded {loaded}" if loaded else 0)
+"""
+    r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]

@@ -1,0 +1,6 @@
+"""``python -m runtime.mesh``: see runtime/mesh/cli.py."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
