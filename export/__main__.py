@@ -40,6 +40,7 @@ def main(argv: Optional[list] = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
         try:
+            interrupts.preload("mindspore")     # an interrupted `import mindspore` crashes Python at exit
             result = run(p)
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr, flush=True)

@@ -14,10 +14,12 @@ stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebac
 and SIGTERM 143 with "interrupted: ..." and no partial output, on every backend (runtime/interrupts.py keeps the
 handler in place after MindSpore replaces it). Sizes that bound work or memory (--steps, --fps, --threads, the
 number of images) and the guidance scales are checked against configs/limits.py before anything runs. An output
-folder this command created is removed again if nothing was written into it. MindSpore's graph and debug dumps
-go to a temporary folder that is removed at exit, never into the working directory.
+folder this command created is removed again if nothing was written into it. With the mindspore backend,
+MindSpore's graph and debug dumps go to a temporary folder that is removed at exit, never into the working
+directory, and its import is never interrupted halfway (runtime/interrupts.py: Ctrl-C exits 130 once it is done).
 """
 # NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,7 +35,8 @@ from configs.limits import LIMITS
 from configs.schema import GUIDERS, SV3DConfig
 
 from . import interrupts
-from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
+from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS, resolve_backend
+from .backends.onednn import cap_onednn_isa
 from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
 from .options import OptionNames, resolve_options
@@ -214,13 +217,26 @@ def _run_tool(args: List[str], what: str) -> None:
                         hint="the demo needs mindspore and the export/ package")
 
 
+@contextlib.contextmanager
+def _mindspore_dumps():
+    """MindSpore's graph and debug dumps go to a temporary folder, removed at exit (a user's own setting wins)."""
+    folder = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
+    envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]
+    os.environ.update({k: str(folder) for k in envs})
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for k in envs:
+            if os.environ.get(k) == str(folder):
+                del os.environ[k]
+
+
 def run(opts: Options) -> int:
     _check_options(opts)
     demo_tmp = None
     made = _new_dirs(Path(opts.output))
-    ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
-    ms_envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]       # a user's own setting wins
-    os.environ.update({k: str(ms_debug) for k in ms_envs})
+    stack = contextlib.ExitStack()                  # what _generate_all sets up for the engine (MindSpore dumps)
     try:
         if opts.demo:
             if opts.graphs is None:
@@ -232,21 +248,18 @@ def run(opts: Options) -> int:
             print(DEMO_BANNER, file=sys.stderr, flush=True)
         else:
             graphs, images = Path(opts.graphs), opts.images
-        rc = _generate_all(opts, graphs, images)
+        rc = _generate_all(opts, graphs, images, stack)
         if opts.demo:
             print(DEMO_BANNER, file=sys.stderr, flush=True)
         return rc
     finally:
+        stack.close()
         _remove_if_empty(made)
         if demo_tmp is not None:
             shutil.rmtree(demo_tmp, ignore_errors=True)
-        shutil.rmtree(ms_debug, ignore_errors=True)
-        for k in ms_envs:
-            if os.environ.get(k) == str(ms_debug):
-                del os.environ[k]
 
 
-def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
+def _generate_all(opts: Options, graphs: Path, images: List[str], stack: contextlib.ExitStack) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
     elevation = None if opts.elevation is None else (opts.elevation[0] if len(opts.elevation) == 1
@@ -263,6 +276,11 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
 
     # 2. graphs, once
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
+    with interrupts.held():               # an interrupted `import mindspore` crashes Python at exit (exit 134)
+        if resolve_backend(opts.backend, manifest, opts.device) == "mindspore":
+            stack.enter_context(_mindspore_dumps())
+            cap_onednn_isa()              # before MindSpore loads (runtime/backends/onednn.py)
+            interrupts.preload("mindspore")
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
                                       threads=opts.threads, verify_checksums=not opts.skip_checksums,
                                       precision=opts.precision, cache_dir=opts.cache_dir, memory=opts.memory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -213,6 +214,84 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
     shutil.rmtree(out)
     assert_nothing_partial(tmp_path, out)
     assert_no_processes(kids)
+
+
+# PYTHONPROFILEIMPORTTIME lines: MindSpore's C extension is loaded (about a second of `import mindspore` still to
+# go), and the whole package is
+MINDSPORE_C_IMPORTED = re.compile(r"^import time:.*\|\s+mindspore\._c_expression$", re.M)
+MINDSPORE_IMPORTED = re.compile(r"^import time:.*\|\s+mindspore$", re.M)
+
+
+def _interrupt_mindspore_import(module: str, args, tmp_path: Path):
+    """Start a CLI, wait until MindSpore's C extension is imported (the import still running), Ctrl-C its
+    process group: (exit status, stderr without the import-time lines)."""
+    pytest.importorskip("mindspore")
+    log = tmp_path / "stderr.txt"
+    env = dict(_env(), PYTHONPROFILEIMPORTTIME="1")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=env,
+                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        wait_for(lambda: MINDSPORE_C_IMPORTED.search(log.read_text()), 90, "MindSpore's import", proc, log)
+        assert not MINDSPORE_IMPORTED.search(log.read_text()), "the import finished before the signal"
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = "\n".join(line for line in log.read_text().splitlines() if not line.startswith("import time:"))
+    return rc, err
+
+
+def test_export_interrupted_while_mindspore_imports(oracle, tmp_path):
+    """Ctrl-C while the export imports MindSpore (its first ~1.5 s): exit 130 and the one line, not "Fatal Python
+    error" and exit 134 from the exit hook of a half-imported MindSpore."""
+    out = tmp_path / "out"
+    rc, err = _interrupt_mindspore_import("export", export_args(oracle, out, "--formats", "onnx"), tmp_path)
+    assert rc == 130, (rc, err[-3000:])
+    assert "interrupted: nothing was published" in err, err[-3000:]
+    assert "Fatal Python error" not in err and "Traceback" not in err, err[-3000:]
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_runtime_interrupted_while_mindspore_imports(toy, tmp_path):
+    """The same for `python -m runtime --backend mindspore` while it loads the graphs."""
+    out = tmp_path / "out"
+    rc, err = _interrupt_mindspore_import("runtime", ["--graphs", toy, image(), "-o", out, "--backend",
+                                                      "mindspore", "--steps", "1"], tmp_path)
+    assert rc == 130, (rc, err[-3000:])
+    assert "interrupted: nothing partial was written" in err, err[-3000:]
+    assert "Fatal Python error" not in err and "Traceback" not in err, err[-3000:]
+    assert_nothing_partial(tmp_path, out)
+
+
+@pytest.mark.parametrize("backend, made", [("onnxruntime", False), ("mindspore", True)])
+def test_mindspore_debug_folder_only_with_mindspore(toy, tmp_path, backend, made):
+    """The temporary folder for MindSpore's dumps exists (while the run does) only when MindSpore runs, so a
+    SIGKILLed onnxruntime run leaves nothing in $TMPDIR; either way it is gone after a normal exit."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    env = dict(_env(), TMPDIR=str(tmp))
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime", "--graphs", toy, *[image()] * 50, "-o", out,
+                                 "--backend", backend, "--steps", "50"], cwd=_cwd(tmp_path), env=env,
+                                stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
+        debug = list(tmp.glob("sv3d-mindspore-debug-*"))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert bool(debug) == made, debug
+    shutil.rmtree(tmp)                               # what the SIGKILL left
+    tmp.mkdir()
+    r = subprocess.run([sys.executable, "-m", "runtime", "--graphs", toy, image(), "-o", out, "--backend", backend,
+                        "--steps", "1", "--quiet"], cwd=_cwd(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(tmp.glob("sv3d-mindspore-debug-*"))
 
 
 _UNRAISABLE_SCRIPT = r"""
