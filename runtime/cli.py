@@ -39,7 +39,7 @@ from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS, resolve_backend
 from .backends.onednn import cap_onednn_isa
 from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
-from .options import OptionNames, resolve_options
+from .options import OptionNames, check_threads, resolve_options
 from .orbits import ORBIT_PRESETS
 from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
 from .pipeline import MEMORY_MODES, SV3DPipeline
@@ -77,7 +77,8 @@ class Options:
              "onnxruntime, mindspore; cuda onnxruntime first; ascend mslite first"))
     device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
     device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
-    threads: int = field(default=0, metadata=dict(help="intra-op threads (0 = the engine's default)"))
+    threads: int = field(default=0, metadata=dict(
+        help="intra-op threads, at most the CPUs this process may use (0 = the engine's default)"))
     precision: str = field(default="auto", metadata=dict(
         choices=list(PRECISIONS),
         help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32"))
@@ -145,8 +146,8 @@ def _say(opts: Options, *msg) -> None:
 
 def _check_options(opts: Options) -> None:
     """The options that do not depend on the export (steps, seed, guidance and camera: runtime.options)."""
+    check_threads(opts.threads, "--threads")
     for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
-                                   ("--threads", opts.threads, 0, LIMITS.max_threads),
                                    ("--device-id", opts.device_id, 0, None)):
         if value is not None and (value < low or (high is not None and value > high)):
             bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from configs.limits import LIMITS
+from configs.limits import LIMITS, usable_cpus
 from configs.schema import GUIDERS
 
 from .errors import OrbitError, SV3DError
@@ -106,6 +106,17 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
         polars_rad=polars, azimuths_rad=azims)
 
 
+def check_threads(value, name: str = "threads") -> int:
+    """Intra-op threads: 0 (the engine's default) up to the CPUs this process may use (configs.limits.usable_cpus).
+    More would only oversubscribe the CPUs (configs/limits.py has the measurements), so they are refused, the
+    bound named, rather than clamped: a clamp would quietly run, and report, another setting than asked for."""
+    high = usable_cpus()
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
+        raise SV3DError(f"invalid {name}", expected=f"an integer in [0, {high}] (0 = the engine's default, "
+                                                    f"{high} = the CPUs this process may use)", got=repr(value))
+    return int(value)
+
+
 def _scale(name: str, value) -> float:
     try:
         v = float(value)
@@ -116,4 +127,4 @@ def _scale(name: str, value) -> float:
     return v
 
 
-__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "resolve_options"]
+__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "check_threads", "resolve_options"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs.limits import LIMITS
+from configs.limits import LIMITS, usable_cpus
 from tests.helpers import REPO
 
 RESOLUTION = "64"
@@ -425,6 +425,8 @@ def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
     (["--min-scale", "3"], "expected --min-scale <= --max-scale"),           # against the export's max 2.5
     (["--fps", "100000"], "invalid --fps"),
     (["--threads", "99999999"], "invalid --threads"),
+    (["--threads", "1000"], f"invalid --threads: expected an integer in [0, {usable_cpus()}]"),    # the machine's
+    (["--threads", str(usable_cpus() + 1)], "the CPUs this process may use"),
 ])
 def test_runtime_bounds(toy, tmp_path, flags, needle):
     out = tmp_path / "out"
@@ -700,3 +702,14 @@ def test_corrupt_image(toy, tmp_path):
     one_error(r.stderr, "bad.png")
     assert not out.exists()
     assert_nothing_partial(tmp_path, out)
+
+
+# ------------------------------------------------------------------------------ 7. the Python API, as the CLI
+
+
+@pytest.mark.parametrize("threads", ["4", -3, 1000, 2.0, True])
+def test_api_threads_are_bounded_as_the_cli(toy, threads):
+    from runtime import SV3DPipeline, SV3DError
+
+    with pytest.raises(SV3DError, match=rf"invalid threads: expected an integer in \[0, {usable_cpus()}\]"):
+        SV3DPipeline.from_export(toy, backend="onnxruntime", threads=threads)
