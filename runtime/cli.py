@@ -55,7 +55,7 @@ DEMO_SEED = 0                 # seed of the random demo weights
 DEMO_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
                "Export real SV3D weights with `python -m export` for real results. ***")
 FLAGS = OptionNames(steps="--steps", seed="--seed", guider="--guider", min_scale="--min-scale",
-                    max_scale="--max-scale")
+                    max_scale="--max-scale", elevation="--elevation", azimuths="--azimuths")
 # The help shows the official SV3D values (the schema's defaults, which the bundled configs use); an export's own
 # config supplies the defaults at run time.
 OFFICIAL = SV3DConfig()
@@ -153,6 +153,9 @@ def _check_options(opts: Options) -> None:
             bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
             raise SV3DError(f"invalid {name}", expected=bound, got=value,
                             hint="the bounds are configs/limits.py" if high is not None else None)
+    for name, value in (("--graphs", opts.graphs), ("-o/--output", opts.output)):
+        if value == "":                               # Path("") is the working directory
+            raise SV3DError(f"invalid {name}", expected="a folder path", got="''")
     if len(opts.images) > LIMITS.max_images:
         raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
                         got=len(opts.images))

@@ -230,7 +230,14 @@ class SV3DPipeline:
         out = []
         for name, arr, shape in (("cond_noise", noise.cond_noise, self.image_shape),
                                  ("latent_noise", noise.latent_noise, self.latent_shape)):
-            a = np.asarray(arr, dtype=F32)
+            try:
+                a = np.asarray(arr)
+            except (TypeError, ValueError):              # ragged nesting
+                a = np.asarray(None)
+            if a.dtype.kind not in "fiu":               # complex would lose its imaginary part; str, None, ...
+                raise SV3DError(f"{name} must be real numbers", expected="a float32 array",
+                                got=f"{type(arr).__name__} of dtype {a.dtype}")
+            a = a.astype(F32, copy=False)
             if a.shape != tuple(shape):
                 raise SV3DError(f"{name} has the wrong shape", expected=tuple(shape), got=a.shape)
             if not np.all(np.isfinite(a)):

@@ -168,10 +168,13 @@ def test_camera_flags_on_sv3d_u_are_refused(toy_u, tmp_path, capsys):
 def test_bad_orbit_values_on_sv3d_p(toy_p, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--graphs", str(toy_p), str(sample_image_path()), "-o", str(out)]
-    for extra, match in ((["--elevation", "95"], "elevation out of range"),
-                         (["--elevation", "10", "20"], "wrong number of elevations: expected 1 or 21 values"),
-                         (["--azimuths", "0", "90"], "wrong number of azimuths: expected 21 values"),
-                         (["--elevation", "nan"], "must be finite"),
+    for extra, match in ((["--elevation", "95"], "--elevation out of range"),
+                         (["--elevation", "10", "20"],
+                          "wrong number of values for --elevation: expected 1 or 21 values"),
+                         (["--azimuths", "0", "90"], "wrong number of values for --azimuths: expected 21 values"),
+                         (["--elevation", "nan"], "--elevation must be finite: got nan"),     # the flag, named
+                         (["--orbit", "dynamic", "--elevation", "inf"], "--elevation must be finite: got inf"),
+                         (["--azimuths"] + ["0"] * (T - 1) + ["nan"], "--azimuths must be finite: got nan"),
                          (["--orbit", "dynamic", "--azimuths"] + ["0"] * T, "sets its own azimuths")):
         _assert_clean_failure(main(base + extra), capsys, out, match)
 

@@ -518,6 +518,50 @@ def test_tampered_graph_and_resolution(toy, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
+@pytest.mark.parametrize("kind, needle", [
+    ("manifest_list", "malformed manifest: expected a JSON object, got a JSON list"),
+    ("graph_is_folder", "unet.onnx is a folder, not a file"),
+    ("graphs_is_file", "is a file, not an export folder"),
+    ("graphs_empty", "invalid --graphs: expected a folder path, got ''"),
+])
+def test_export_errors_name_their_cause(toy, tmp_path, kind, needle):
+    """Not "format_version ... got None", "graph file missing" or "folder not found" for these."""
+    folder = _tampered(toy, tmp_path, lambda m, f: None)
+    graphs = folder
+    if kind == "manifest_list":
+        (folder / "manifest.json").write_text("[]")
+    elif kind == "graph_is_folder":
+        (folder / "onnx" / "unet.onnx").unlink()
+        (folder / "onnx" / "unet.onnx").mkdir()
+    elif kind == "graphs_is_file":
+        graphs = folder / "manifest.json"
+    else:
+        graphs = ""
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", graphs, image(), "-o", out, "--backend", "onnxruntime", "--steps", "1"],
+                tmp_path)
+    assert r.returncode == 1, r.stderr
+    text = one_error(r.stderr, needle)
+    assert "got None" not in text and "missing" not in text and "not found" not in text, text
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_sequential_memory_checks_every_graph_before_sampling(toy, tmp_path):
+    """A decoder file that cannot load (same size, so only the hash would tell, and --skip-checksums skips it)
+    is refused before the first graph runs, also when graphs load stage by stage (--memory sequential)."""
+    folder = _tampered(toy, tmp_path, lambda m, f: None)
+    decoder = folder / "onnx" / "vae_decoder.onnx"
+    size = decoder.stat().st_size
+    decoder.write_bytes((b"not an onnx graph " * (size // 18 + 1))[:size])
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", folder, image(), "-o", out, "--backend", "onnxruntime", "--memory",
+                            "sequential", "--skip-checksums", "--steps", "3"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr, "vae_decoder.onnx is not a readable onnx graph", "breaks at byte 0")
+    assert "graphs loaded" not in r.stderr, "it sampled before finding the broken decoder"
+    assert_nothing_partial(tmp_path, out)
+
+
 # -------------------------------------------------------------------------------- 6. the smaller rough edges
 
 
@@ -713,3 +757,65 @@ def test_api_threads_are_bounded_as_the_cli(toy, threads):
 
     with pytest.raises(SV3DError, match=rf"invalid threads: expected an integer in \[0, {usable_cpus()}\]"):
         SV3DPipeline.from_export(toy, backend="onnxruntime", threads=threads)
+
+
+@pytest.mark.parametrize("folder, needle", [(123, "invalid export folder: expected a folder path"),
+                                            ("", "invalid export folder"),
+                                            (None, "invalid export folder")])
+def test_api_from_export_refuses_what_is_not_a_path(folder, needle):
+    from runtime import GraphError, SV3DPipeline
+
+    with pytest.raises(GraphError, match=needle):
+        SV3DPipeline.from_export(folder, backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def pipe(toy):
+    from runtime import SV3DPipeline
+
+    return SV3DPipeline.from_export(toy, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(num_steps="2"), "invalid number of steps: expected an integer in [1, 1000], got '2'"),
+    (dict(num_steps=2.0), "invalid number of steps: expected an integer in [1, 1000], got 2.0"),
+    (dict(min_scale="1"), "invalid min_scale: expected a number, got '1'"),
+    (dict(max_scale=b"2"), "invalid max_scale: expected a number, got b'2'"),
+    (dict(min_scale=True), "invalid min_scale: expected a number, got True"),
+])
+def test_api_options_refuse_strings_and_say_so(pipe, kwargs, needle):
+    from runtime import SV3DError
+
+    with pytest.raises(SV3DError) as e:
+        pipe.generate(image(), **kwargs)
+    assert needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("elevation, preset", [("10", None), (["10"] * 21, None), ("10", "dynamic"),
+                                               (True, None), ([10, None], None)])
+def test_api_orbit_refuses_strings(elevation, preset):
+    from configs import load_config
+    from runtime import OrbitError
+    from runtime.orbits import build_orbit, make_orbit
+
+    with pytest.raises(OrbitError, match="elevation must be numbers: expected degrees"):
+        build_orbit(load_config("sv3d_p_tiny"), 21, elevation=elevation, preset=preset)
+    if preset is None:
+        with pytest.raises(OrbitError, match="elevation must be numbers"):
+            make_orbit(21, elevation=elevation)
+
+
+@pytest.mark.parametrize("kind", ["complex", "string", "object"])
+def test_api_noise_must_be_real_numbers(pipe, kind):
+    import warnings
+
+    from runtime import SV3DError
+
+    good = {"cond_noise": np.zeros(pipe.image_shape, np.float32),
+            "latent_noise": np.zeros(pipe.latent_shape, np.float32)}
+    bad = {"complex": np.zeros(pipe.latent_shape, np.complex64), "string": "noise",
+           "object": np.full(pipe.latent_shape, None)}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # not a ComplexWarning and a run on the real part
+        with pytest.raises(SV3DError, match="latent_noise must be real numbers: expected a float32 array"):
+            pipe.generate(image(), noise=dict(good, latent_noise=bad))
