@@ -41,7 +41,8 @@ from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
 from .options import OptionNames, check_threads, resolve_options
 from .orbits import ORBIT_PRESETS
-from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
+from .outputs import (DEFAULT_FPS, check_writable, new_dirs, remove_if_empty, require_video_support, result_name,
+                      write_result)
 from .pipeline import MEMORY_MODES, SV3DPipeline
 from .preprocess import BACKGROUND_MODES, prepare_image
 from .sample_data import sample_image_path
@@ -175,23 +176,6 @@ def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
               f"{int(LIMITS.small_input_fraction * resolution)} px on a side)", file=sys.stderr, flush=True)
 
 
-def _new_dirs(path: Path) -> List[Path]:
-    """The folders `mkdir -p path` would create, deepest first."""
-    created, p = [], Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        created.append(p)
-        p = p.parent
-    return created
-
-
-def _remove_if_empty(folders: List[Path]) -> None:
-    for d in folders:                                 # deepest first; stops at the first one that holds something
-        try:
-            d.rmdir()
-        except OSError:
-            return
-
-
 def _demo_export(opts: Options, folder: Path) -> Path:
     """Export a random-weight tiny model into ``folder`` (reused if it already holds an export)."""
     if (folder / MANIFEST_NAME).is_file():
@@ -239,7 +223,7 @@ def _mindspore_dumps():
 def run(opts: Options) -> int:
     _check_options(opts)
     demo_tmp = None
-    made = _new_dirs(Path(opts.output))
+    made = new_dirs(Path(opts.output))
     stack = contextlib.ExitStack()                  # what _generate_all sets up for the engine (MindSpore dumps)
     try:
         if opts.demo:
@@ -258,7 +242,7 @@ def run(opts: Options) -> int:
         return rc
     finally:
         stack.close()
-        _remove_if_empty(made)
+        remove_if_empty(made)
         if demo_tmp is not None:
             shutil.rmtree(demo_tmp, ignore_errors=True)
 
@@ -307,7 +291,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str], stack: context
                 "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
                 "memory": pipe.memory, "demo_random_weights": bool(opts.demo)}
         interrupts.checkpoint()
-        folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
+        folder = write_result(result, output, result_name(path.stem), fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
         summaries.append((path.name, result.timings))
     if not opts.quiet:

@@ -819,3 +819,77 @@ def test_api_noise_must_be_real_numbers(pipe, kind):
         warnings.simplefilter("error")                  # not a ComplexWarning and a run on the real part
         with pytest.raises(SV3DError, match="latent_noise must be real numbers: expected a float32 array"):
             pipe.generate(image(), noise=dict(good, latent_noise=bad))
+
+
+@pytest.fixture(scope="module")
+def one_result(pipe):
+    return pipe.generate(image(), num_steps=1)
+
+
+@pytest.mark.parametrize("where, name, needle", [
+    ("out", "../escape", "invalid result name: expected a plain name"),
+    ("out", "a/b", "invalid result name"),
+    ("out", "", "invalid result name"),
+    ("out", ".", "invalid result name"),
+    ("", "x", "invalid output folder: expected a folder path, got ''"),
+])
+def test_api_write_result_refuses_bad_names_and_leaves_no_folder(one_result, tmp_path, monkeypatch, where, name,
+                                                                 needle):
+    from runtime import OutputError, write_result
+
+    monkeypatch.chdir(_cwd(tmp_path))
+    out = tmp_path / "new" / where if where else where
+    with pytest.raises(OutputError, match=needle):
+        write_result(one_result, out, name)
+    assert not (tmp_path / "new").exists(), "an empty output folder was left"
+    assert list(_cwd(tmp_path).iterdir()) == []
+
+
+def test_api_write_result_failure_removes_the_folders_it_made(one_result, tmp_path, monkeypatch):
+    import runtime.outputs as outputs
+    from runtime import OutputError, write_result
+
+    def broken(path, frames, fps):
+        raise RuntimeError("ffmpeg failed")
+
+    monkeypatch.setattr(outputs, "write_mp4", broken)
+    with pytest.raises(OutputError, match="ffmpeg failed"):
+        write_result(one_result, tmp_path / "new" / "deeper", "chair")
+    assert not (tmp_path / "new").exists()
+
+
+def test_dotted_image_names_give_plain_result_names(toy, tmp_path):
+    """"..png" (stem "."), "...png" (stem "..") and ".hidden.png": no hidden folder, no "..mp4"."""
+    names = ["..png", "...png", ".hidden.png"]
+    for n in names:
+        shutil.copy(image(), tmp_path / n)
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, *[tmp_path / n for n in names], "-o", out, "--steps", "1", "--quiet",
+                            "--backend", "onnxruntime"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["hidden", "image", "image_1"]
+    assert (out / "image" / "image.mp4").is_file() and (out / "hidden" / "hidden.mp4").is_file()
+
+
+@pytest.mark.parametrize("module", ["runtime", "export"])
+def test_empty_output_path_is_refused(toy, oracle, tmp_path, module):
+    """-o '' is not the working directory."""
+    if module == "runtime":
+        r = run_cli("runtime", ["--graphs", toy, image(), "-o", "", "--steps", "1"], tmp_path)
+        assert r.returncode == 1, r.stderr
+        one_error(r.stderr, "invalid -o/--output: expected a folder path, got ''")
+    else:
+        r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", ckpt(oracle), "-o", ""], tmp_path)
+        assert r.returncode == 2, r.stderr
+        one_error(r.stderr, "invalid -o/--out: expected a folder path, got ''")
+    assert list(_cwd(tmp_path).iterdir()) == []
+
+
+def test_export_seed_is_checked_up_front(oracle, tmp_path):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = run_cli("export", export_args(oracle, out, "--seed", "-1"), tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, "invalid --seed: expected an integer >= 0", "got -1")
+    assert "[1/4]" not in r.stderr and time.monotonic() - t0 < 30       # before any graph
+    assert_nothing_partial(tmp_path, out)
