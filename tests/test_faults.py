@@ -685,22 +685,53 @@ def test_corrupt_checkpoints(oracle, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
-def test_non_finite_checkpoint_tensor_is_named(oracle, tmp_path):
+@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN"), (np.inf, "1 Inf")])
+def test_non_finite_checkpoint_tensor_is_named(oracle, tmp_path, value, count):
+    """A bad checkpoint exits 2 (the export's documented status), also when found while loading it."""
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(ckpt(oracle)))
     name = next(k for k in sorted(tensors) if k.startswith("conditioner.embedders.0.open_clip.model.visual."))
     tensors[name] = tensors[name].copy()
-    tensors[name].flat[0] = np.nan
+    tensors[name].flat[0] = value
     bad = tmp_path / "nan.safetensors"
     save_file(tensors, str(bad))
     out = tmp_path / "out"
     t0 = time.monotonic()
     r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", bad, "-o", out, "--resolution", RESOLUTION, "--formats",
                            "onnx", "--parity", "off"], tmp_path)
-    assert r.returncode == 1, r.stderr[-3000:]
-    one_error(r.stderr, f"tensor {name!r} is not finite", "1 NaN")
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, f"tensor {name!r} is not finite", count)
     assert time.monotonic() - t0 < 60
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_second_export_to_the_same_folder_exits_2(oracle, tmp_path):
+    """Another live export writing the destination (its staging folder, owned by a live process: this one) is a
+    bad destination: exit 2, found before any work, and its folder left alone."""
+    out = tmp_path / "out"
+    other = tmp_path / f".out.partial-{os.getpid()}-abcd1234"
+    other.mkdir()
+    r = run_cli("export", export_args(oracle, out), tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, f"another export (process {os.getpid()}) is writing")
+    assert "[1/4]" not in r.stderr
+    assert other.is_dir() and not out.exists()
+
+
+def test_extra_checkpoint_key_is_named_without_a_wrong_hint(oracle, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(ckpt(oracle)))
+    tensors["model.diffusion_model.extra.weight"] = np.zeros(3, np.float32)
+    extra = tmp_path / "extra.safetensors"
+    save_file(tensors, str(extra))
+    out = tmp_path / "out"
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", extra, "-o", out], tmp_path)
+    assert r.returncode == 2, r.stderr
+    text = one_error(r.stderr, "1 unexpected tensor(s)", "'model.diffusion_model.extra.weight', which it does not "
+                                                         "define")
+    assert "pass -c sv3d_u_tiny" not in text, text                  # that is what was passed
     assert_nothing_partial(tmp_path, out)
 
 
