@@ -96,6 +96,18 @@ def children_of(pid: int) -> list:
     return out
 
 
+def worker_of(proc: subprocess.Popen):
+    """The id of an export worker process of `proc` (multiprocessing's spawn, not its resource tracker), or None."""
+    for pid in children_of(proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            return pid
+    return None
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -171,7 +183,8 @@ def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
     try:
         # the clip_encoder checks ran its MindIR in a GraphCell: MindSpore's handler is in place from here on
         wait_for(lambda: "[2/4] vae_encoder" in log.read_text(), 90, "the second graph", proc, log)
-        time.sleep(0.3)
+        if isolate == "on":                        # and the vae_encoder step's worker is running
+            wait_for(lambda: worker_of(proc), 90, "a worker process", proc, log)
         kids = children_of(proc.pid)
         os.killpg(proc.pid, sig)
         rc = proc.wait(timeout=60)
@@ -389,15 +402,7 @@ def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)
     try:
-        def worker():
-            for pid in children_of(proc.pid):
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
-                    return pid
-        pid = wait_for(worker, 90, "a worker process", proc, log)
+        pid = wait_for(lambda: worker_of(proc), 90, "a worker process", proc, log)
         os.kill(pid, signal.SIGKILL)
         rc = proc.wait(timeout=60)
         kids = children_of(proc.pid)
