@@ -25,6 +25,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from configs.limits import LIMITS
+
 from .errors import OutputError
 
 DEFAULT_FPS = 10                 # imageio's ffmpeg default, which the reference's mimwrite used (SVS:268-275)
@@ -167,6 +169,9 @@ def write_result(result, output_dir, name: str, *, fps: int = DEFAULT_FPS, info:
     if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
         raise OutputError("invalid result name", expected="a plain name, without '/' or a leading '.'",
                           got=repr(name))
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or not 1 <= fps <= LIMITS.max_fps:
+        raise OutputError("invalid fps", expected=f"an integer in [1, {LIMITS.max_fps}]", got=repr(fps),
+                          hint="the bounds are configs/limits.py")
     made = new_dirs(output_dir) if isinstance(output_dir, (str, os.PathLike)) else []
     tmp, done = None, False
     try:

@@ -7,6 +7,7 @@ Commands run in a subprocess with a fresh working directory (``tmp_path / "cwd"`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -53,15 +54,33 @@ def run_cli(module: str, args, tmp_path: Path, timeout: float = TIMEOUT) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(module: str, args, tmp_path: Path, log: Path) -> subprocess.Popen:
+def start_cli(module: str, args, tmp_path: Path, log: Path, **env) -> subprocess.Popen:
     """A CLI in its own session (so a signal can go to its whole process group, as Ctrl-C does), stderr to
-    `log` for polling."""
+    `log` for polling; `env`: extra environment variables."""
     f = open(log, "w")
     try:
-        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path),
+                                env=dict(_env(), **env), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
     finally:
         f.close()
+
+
+@contextlib.contextmanager
+def cli_session(module: str, args, tmp_path: Path, log: Path, **env):
+    """start_cli, and its whole process group killed on the way out if it still runs (a failed test too)."""
+    proc = start_cli(module, args, tmp_path, log, **env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
+    """`sig` to the CLI's whole process group, as Ctrl-C sends it; its exit status."""
+    os.killpg(proc.pid, sig)
+    return proc.wait(timeout=60)
 
 
 def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen = None, log: Path = None):
@@ -178,20 +197,14 @@ def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
     after it replaced the SIGINT handler: exit 130 (143 for SIGTERM), the message, no staging folder, no
     rank_0/ in the working directory, no process left."""
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    proc = start_cli("export", export_args(oracle, out, "--isolate", isolate, "--parity", "full"), tmp_path, log)
-    kids = []
-    try:
+    with cli_session("export", export_args(oracle, out, "--isolate", isolate, "--parity", "full"), tmp_path,
+                     log) as proc:
         # the clip_encoder checks ran its MindIR in a GraphCell: MindSpore's handler is in place from here on
         wait_for(lambda: "[2/4] vae_encoder" in log.read_text(), 90, "the second graph", proc, log)
         if isolate == "on":                        # and the vae_encoder step's worker is running
             wait_for(lambda: worker_of(proc), 90, "a worker process", proc, log)
         kids = children_of(proc.pid)
-        os.killpg(proc.pid, sig)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        rc = interrupt(proc, sig)
     err = log.read_text()
     assert rc == 128 + sig, (rc, err[-3000:])
     assert "interrupted: nothing was published" in err and "Traceback" not in err, err[-3000:]
@@ -206,18 +219,12 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
     from runtime.outputs import TMP_PREFIX
 
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    proc = start_cli("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
-                                 "--steps", "200"], tmp_path, log)
-    try:
+    with cli_session("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
+                                 "--steps", "200"], tmp_path, log) as proc:
         wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
         wait_for(lambda: out.is_dir() and len(list(out.iterdir())) >= 2, 60, "the first results", proc, log)
         kids = children_of(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        rc = interrupt(proc)
     err = log.read_text()
     assert rc == 130, (rc, err[-3000:])
     assert "interrupted: nothing partial was written" in err and "Traceback" not in err, err[-3000:]
@@ -240,19 +247,10 @@ def _interrupt_mindspore_import(module: str, args, tmp_path: Path):
     process group: (exit status, stderr without the import-time lines)."""
     pytest.importorskip("mindspore")
     log = tmp_path / "stderr.txt"
-    env = dict(_env(), PYTHONPROFILEIMPORTTIME="1")
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=env,
-                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
-    try:
+    with cli_session(module, args, tmp_path, log, PYTHONPROFILEIMPORTTIME="1") as proc:
         wait_for(lambda: MINDSPORE_C_IMPORTED.search(log.read_text()), 90, "MindSpore's import", proc, log)
         assert not MINDSPORE_IMPORTED.search(log.read_text()), "the import finished before the signal"
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        rc = interrupt(proc)
     err = "\n".join(line for line in log.read_text().splitlines() if not line.startswith("import time:"))
     return rc, err
 
@@ -286,24 +284,16 @@ def test_mindspore_debug_folder_only_with_mindspore(toy, tmp_path, backend, made
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    env = dict(_env(), TMPDIR=str(tmp))
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime", "--graphs", toy, *[image()] * 50, "-o", out,
-                                 "--backend", backend, "--steps", "50"], cwd=_cwd(tmp_path), env=env,
-                                stdout=subprocess.DEVNULL, stderr=f)
-    try:
+    with cli_session("runtime", ["--graphs", toy, *[image()] * 50, "-o", out, "--backend", backend, "--steps",
+                                 "50"], tmp_path, log, TMPDIR=str(tmp)) as proc:
         wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
         debug = list(tmp.glob("sv3d-mindspore-debug-*"))
-    finally:
-        proc.kill()
-        proc.wait()
     assert bool(debug) == made, debug
     shutil.rmtree(tmp)                               # what the SIGKILL left
     tmp.mkdir()
-    r = subprocess.run([sys.executable, "-m", "runtime", "--graphs", toy, image(), "-o", out, "--backend", backend,
-                        "--steps", "1", "--quiet"], cwd=_cwd(tmp_path), env=env, capture_output=True, text=True,
-                       timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
+    with cli_session("runtime", ["--graphs", toy, image(), "-o", out, "--backend", backend, "--steps", "1",
+                                 "--quiet"], tmp_path, log, TMPDIR=str(tmp)) as proc:
+        assert proc.wait(timeout=TIMEOUT) == 0, log.read_text()[-3000:]
     assert not list(tmp.glob("sv3d-mindspore-debug-*"))
 
 
@@ -868,6 +858,7 @@ def one_result(pipe):
     ("out", "", "invalid result name"),
     ("out", ".", "invalid result name"),
     ("", "x", "invalid output folder: expected a folder path, got ''"),
+    ("out", "x", "invalid fps: expected an integer in [1, 240], got 0"),            # the CLI's --fps bound
 ])
 def test_api_write_result_refuses_bad_names_and_leaves_no_folder(one_result, tmp_path, monkeypatch, where, name,
                                                                  needle):
@@ -875,8 +866,9 @@ def test_api_write_result_refuses_bad_names_and_leaves_no_folder(one_result, tmp
 
     monkeypatch.chdir(_cwd(tmp_path))
     out = tmp_path / "new" / where if where else where
-    with pytest.raises(OutputError, match=needle):
-        write_result(one_result, out, name)
+    with pytest.raises(OutputError) as e:
+        write_result(one_result, out, name, fps=0 if "fps" in needle else 10)
+    assert needle in str(e.value), str(e.value)
     assert not (tmp_path / "new").exists(), "an empty output folder was left"
     assert list(_cwd(tmp_path).iterdir()) == []
 
