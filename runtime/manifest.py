@@ -146,7 +146,7 @@ class Manifest:
     # -- reading ---------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, folder) -> "Manifest":
-        if not isinstance(folder, (str, os.PathLike)) or os.fspath(folder) in ("", b""):
+        if not isinstance(folder, (str, os.PathLike)) or os.fspath(folder) == "":
             raise GraphError("invalid export folder", expected="a folder path (str or os.PathLike)",
                              got=repr(folder))
         root = Path(folder)

@@ -1,5 +1,7 @@
-"""Fault suite (issue 9): interruption, killed parents and workers, tampered and escaping manifests, bounds,
-unwritable and full outputs, corrupt images and checkpoints -- through both command lines.
+"""Fault suite (issues 9 and 18): interruption (MindSpore's import included), killed parents and workers, tampered
+and escaping manifests, bounds (--threads by the machine), unwritable and full outputs, corrupt images and
+checkpoints, errors that name their cause -- through both command lines, and the Python API given what the CLI
+refuses (section 7).
 
 Every test asserts the exit status, the message, that nothing partial is left (no staging folder, no output
 folder, no MindSpore ``rank_0/`` debug folder in the working directory) and that no process is left behind.
@@ -519,7 +521,7 @@ def test_tampered_graph_and_resolution(toy, tmp_path):
     ("graphs_is_file", "is a file, not an export folder"),
     ("graphs_empty", "invalid --graphs: expected a folder path, got ''"),
 ])
-def test_export_errors_name_their_cause(toy, tmp_path, kind, needle):
+def test_graphs_errors_name_their_cause(toy, tmp_path, kind, needle):
     """Not "format_version ... got None", "graph file missing" or "folder not found" for these."""
     folder = _tampered(toy, tmp_path, lambda m, f: None)
     graphs = folder
