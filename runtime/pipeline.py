@@ -141,8 +141,9 @@ class SV3DPipeline:
         """Load an export folder (``python -m export`` output) on a backend.
 
         backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
-        threads: intra-op threads, 0 (engine default) .. the CPUs this process may use; verify_checksums: sha256 of every graph file against the
-        manifest (sizes are always checked; skipping the hash saves a read of the weights); precision and
+        threads: intra-op threads, 0 (engine default) .. the CPUs this process may use; verify_checksums: sha256
+        of every graph file against the manifest (sizes are always checked; skipping the hash saves a read of the
+        weights); precision and
         cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
         memory: resident (all four graphs loaded once, kept for every image), sequential (each graph loaded just
         before its stage and released after it: the peak is the largest stage, not the sum, at the price of
