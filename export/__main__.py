@@ -2,9 +2,10 @@
 
 Exit status: 0 exported and published; 2 bad options, config, checkpoint (a NaN or Inf tensor found while
 loading it too) or output folder (another export writing it too), nothing written; 3 an exported graph failed its
-parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for SIGTERM). Nothing is published unless 0, and the staging folder is removed on every non-zero exit (after
-MindSpore has replaced the SIGINT handler too: runtime/interrupts.py). Only a SIGKILL leaves a staging folder,
-which the next export to the same destination removes.
+parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for SIGTERM). Nothing is published unless
+0, and the staging folder is removed on every non-zero exit (after MindSpore has replaced the SIGINT handler too:
+runtime/interrupts.py). Only a SIGKILL leaves a staging folder, which the next export to the same destination
+removes.
 """
 import logging
 import os

@@ -43,6 +43,7 @@ from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_diffe
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2                  # 2: the typed "runtime" section replaces the unread "constants"
 FORMATS = ("mindir", "onnx", "mslite")
+PROTOBUF_FORMATS = ("mindir", "onnx")     # model files that are one protobuf message (mslite's .ms: a flatbuffer)
 _HASH_BLOCK = 16 * 1024 * 1024
 _VARINT_MAX_BYTES = 10
 _WIRE_SIZES = {0: None, 1: 8, 2: None, 5: 4}      # protobuf wire type -> bytes after the key (None: a varint)
@@ -272,8 +273,8 @@ class Manifest:
 
     def verify_files(self, fmt: str, names=GRAPH_NAMES, checksums: bool = True) -> None:
         """Every file of the given graphs exists with the recorded size (and sha256 when `checksums`), and each
-        model file is one whole protobuf message (ONNX and MindIR both are: :func:`protobuf_break`), so a graph
-        that cannot load is found before any graph is run, also when graphs load stage by stage."""
+        ONNX or MindIR model file is one whole protobuf message (:func:`protobuf_break`), so a graph that cannot
+        load is found before any graph is run, also when graphs load stage by stage."""
         for name in names:
             entry = self.entry(fmt, name)
             for f in entry.files:
@@ -293,7 +294,7 @@ class Manifest:
                         raise GraphError(f"graph file {p}: sha256 {got[:16]}... does not match the manifest's "
                                          f"{f.sha256[:16]}... (corrupted or replaced); export again")
             model = self.path_of(entry.model_file)
-            broken = protobuf_break(model)
+            broken = protobuf_break(model) if fmt in PROTOBUF_FORMATS else None
             if broken is not None:
                 raise GraphError(f"graph file {model} is not a readable {fmt} graph: its protobuf structure breaks "
                                  f"at byte {broken} of {model.stat().st_size}", hint="corrupted or replaced; export "

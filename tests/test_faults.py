@@ -559,6 +559,25 @@ def test_sequential_memory_checks_every_graph_before_sampling(toy, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
+def test_only_protobuf_model_files_are_walked(toy, tmp_path):
+    """MindSpore Lite's .ms model files are flatbuffers: the protobuf check is for ONNX and MindIR files only."""
+    from runtime.manifest import Manifest, protobuf_break, sha256_file
+
+    def edit(m, folder):
+        (folder / "mslite").mkdir()
+        m["graphs"]["mslite"] = {}
+        for name, entry in m["graphs"]["onnx"].items():
+            ms = folder / "mslite" / f"{name}.ms"
+            ms.write_bytes(b"\x18\x00\x00\x00MSL2" + bytes(64))        # a flatbuffer's root offset and id
+            m["graphs"]["mslite"][name] = dict(entry, model_file=f"mslite/{name}.ms", files=[
+                {"path": f"mslite/{name}.ms", "sha256": sha256_file(ms), "bytes": ms.stat().st_size}])
+
+    folder = _tampered(toy, tmp_path, edit)
+    assert protobuf_break(folder / "mslite" / "unet.ms") is not None                  # not a protobuf
+    Manifest.load(folder).verify_files("mslite")
+    assert protobuf_break(folder / "onnx" / "unet.onnx") is None
+
+
 # -------------------------------------------------------------------------------- 6. the smaller rough edges
 
 
