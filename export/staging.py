@@ -84,8 +84,9 @@ def check_destination(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise DestinationError(f"output folder {out} already exists; pass --overwrite to replace it")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-            raise DestinationError(f"output folder {out} is not empty and holds no {MANIFEST_NAME}, so it is not an "
-                              f"export; refusing to replace it even with --overwrite (choose another folder)")
+            raise DestinationError(f"output folder {out} is not empty and holds no {MANIFEST_NAME}, so it is not "
+                                   f"an export; refusing to replace it even with --overwrite (choose another "
+                                   f"folder)")
     parent = out.parent
     probe = parent
     while not probe.exists():          # the first existing ancestor must be a writable folder
@@ -110,7 +111,7 @@ def begin(out: Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise DestinationError(f"output folder {out} is not writable: {e.strerror or e} "
-                          f"({e.filename or out.parent})") from None
+                               f"({e.filename or out.parent})") from None
     return staging
 
 

@@ -14,10 +14,10 @@ stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebac
 and SIGTERM 143 with "interrupted: ..." and no partial output, on every backend (runtime/interrupts.py keeps the
 handler in place after MindSpore replaces it). Sizes that bound work or memory (--steps, --fps, the number of
 images) and the guidance scales are checked against configs/limits.py, --threads against the CPUs this process may
-use, before anything runs. An output
-folder this command created is removed again if nothing was written into it. With the mindspore backend,
-MindSpore's graph and debug dumps go to a temporary folder that is removed at exit, never into the working
-directory, and its import is never interrupted halfway (runtime/interrupts.py: Ctrl-C exits 130 once it is done).
+use, before anything runs. An output folder this command created is removed again if nothing was written into it.
+With the mindspore backend, MindSpore's graph and debug dumps go to a temporary folder that is removed at exit,
+never into the working directory, and its import is never interrupted halfway (runtime/interrupts.py: Ctrl-C
+exits 130 once it is done).
 """
 # NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
 import contextlib
