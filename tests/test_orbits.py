@@ -71,7 +71,8 @@ def test_dynamic_preset(cond):
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(elevation=[10.0] * 5), r"wrong number of values for elevation: expected 1 or 21 values, got 5 values"),
-    (dict(elevation=10.0, azimuths=[0.0] * 20), r"wrong number of values for azimuths: expected 21 values, got 20 values"),
+    (dict(elevation=10.0, azimuths=[0.0] * 20),
+     r"wrong number of values for azimuths: expected 21 values, got 20 values"),
     (dict(elevation=10.0, azimuths=5.0), r"azimuths must be a sequence"),
     (dict(elevation=float("nan")), r"elevation must be finite: got nan at index 0"),
     (dict(elevation=10.0, azimuths=[0.0] * 20 + [float("inf")]), r"azimuths must be finite: got inf at index 20"),
