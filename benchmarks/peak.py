@@ -18,6 +18,8 @@ import subprocess
 import sys
 from typing import Dict, Optional
 
+from configs.limits import usable_cpus
+
 # CPU flags that decide which fp32/bf16/fp16 kernels an engine can use
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
                      "amx_tile", "amx_int8")
@@ -67,20 +69,12 @@ print(json.dumps(times))
 """
 
 
-def cpu_threads() -> int:
-    """CPUs this process may run on (affinity), which is what the engines size their pools by."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                  # not Linux
-        return os.cpu_count() or 1
-
-
 def sgemm_peak(n: int = DEFAULT_GEMM_N, repeats: int = DEFAULT_GEMM_REPEATS,
                threads: Optional[int] = None) -> dict:
     """numpy fp32 matmul n^3 in a child process with `threads` BLAS threads (default: all CPUs)."""
     if n <= 0 or repeats <= 0:
         raise ValueError(f"sgemm_peak: n and repeats must be positive, got n={n}, repeats={repeats}")
-    threads = threads or cpu_threads()
+    threads = threads or usable_cpus()
     env = dict(os.environ, **{k: str(threads) for k in THREAD_ENV})
     proc = subprocess.run([sys.executable, "-c", _SGEMM_CHILD, str(n), str(repeats)], env=env,
                           capture_output=True, text=True, check=False)
@@ -108,7 +102,7 @@ def matmul_peak_openvino(n: int = DEFAULT_GEMM_N * 2, repeats: int = DEFAULT_GEM
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return None
-    return _peak_record(f"openvino matmul {n}^3 {precision}", cpu_threads(), repeats, n, proc.stdout)
+    return _peak_record(f"openvino matmul {n}^3 {precision}", usable_cpus(), repeats, n, proc.stdout)
 
 
 def _cpuinfo() -> Dict[str, str]:
@@ -148,7 +142,7 @@ def machine_info() -> dict:
         "flags": {f: f in flags for f in FLAGS_OF_INTEREST},
         "hypervisor": "hypervisor" in flags,
         "logical_cpus": os.cpu_count(),
-        "cpus_usable": cpu_threads(),
+        "cpus_usable": usable_cpus(),
         "ram_bytes": _mem_total_bytes(),
         "loadavg_1_5_15": list(load) if load else None,
         "platform": platform.platform(),

@@ -6,6 +6,7 @@ Both command lines and the Python API refuse a value outside these bounds with a
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -15,7 +16,8 @@ class Limits:
     max_steps: int = 1000                   # SV3D samples 50 steps; one step of the full model is ~1 min on a CPU
     max_guidance_scale: float = 100.0       # the reference uses 1.0 .. 2.5; far above that the frames saturate
     max_fps: int = 240
-    max_threads: int = 4096
+    # intra-op threads: at most usable_cpus(), a bound of the machine (more only oversubscribe the CPUs: on 2 CPUs,
+    # 16 threads made a step 8x slower, 64 threads 28x, and 1000 threads did not finish a 2-step tiny run)
     max_images: int = 10000                 # images per command (each is read and checked before the first step)
     small_input_fraction: float = 0.25      # warn when the object is upscaled from under this share of the size
     # memory "auto" (runtime.pipeline): graphs whose files exceed this share of the machine's RAM are loaded one
@@ -55,6 +57,14 @@ class Limits:
 LIMITS = Limits()
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), which is what the engines size their thread pools by."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                  # not Linux
+        return os.cpu_count() or 1
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'; binary units, one decimal, never '0.0 GB' for a small non-zero size."""
     n = float(n)
@@ -65,4 +75,4 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-__all__ = ["LIMITS", "Limits", "human_bytes"]
+__all__ = ["LIMITS", "Limits", "human_bytes", "usable_cpus"]

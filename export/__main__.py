@@ -1,10 +1,11 @@
 """python -m export -c sv3d_u -k sv3d_u.safetensors -o graphs/sv3d_u [--resolution 576] [--dtype fp16] ...
 
-Exit status: 0 exported and published; 2 bad options, config, checkpoint or output folder (nothing written);
-3 an exported graph failed its parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for
-SIGTERM). Nothing is published unless 0, and the staging folder is removed on every non-zero exit (after
-MindSpore has replaced the SIGINT handler too: runtime/interrupts.py). Only a SIGKILL leaves a staging folder,
-which the next export to the same destination removes.
+Exit status: 0 exported and published; 2 bad options, config, checkpoint (a NaN or Inf tensor found while
+loading it too) or output folder (another export writing it too), nothing written; 3 an exported graph failed its
+parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for SIGTERM). Nothing is published unless
+0, and the staging folder is removed on every non-zero exit (after MindSpore has replaced the SIGINT handler too:
+runtime/interrupts.py). Only a SIGKILL leaves a staging folder, which the next export to the same destination
+removes.
 """
 import logging
 import os
@@ -21,7 +22,7 @@ def main(argv: Optional[list] = None) -> int:
     from configs import ConfigError
     from models.checkpoint import CheckpointError
     from .api import export_graphs, plan, run
-    from .errors import ExportError, ParityError
+    from .errors import DestinationError, ExportError, ParityError
     from .options import ExportOptions
     from runtime import interrupts
 
@@ -40,6 +41,7 @@ def main(argv: Optional[list] = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
         try:
+            interrupts.preload("mindspore")     # an interrupted `import mindspore` crashes Python at exit
             result = run(p)
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr, flush=True)
@@ -48,10 +50,13 @@ def main(argv: Optional[list] = None) -> int:
             if interrupts.interrupted():        # MindSpore wraps a KeyboardInterrupt into ValueError, ...
                 print(INTERRUPTED, file=sys.stderr, flush=True)
                 return interrupts.exit_code()
+            if isinstance(e, (ConfigError, CheckpointError, DestinationError)):
+                print(f"error: {e} (nothing was published)", file=sys.stderr)
+                return EXIT_USAGE
             if isinstance(e, ParityError):
                 print(f"error: parity gate failed, nothing was published: {e}", file=sys.stderr)
                 return EXIT_PARITY
-            if isinstance(e, (ConfigError, CheckpointError, ExportError)):
+            if isinstance(e, ExportError):
                 print(f"error: {e} (nothing was published)", file=sys.stderr)
                 return EXIT_EXPORT
             raise

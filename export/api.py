@@ -158,6 +158,11 @@ def plan(options: ExportOptions) -> Plan:
         raise ExportError(f"--onnx-source must be one of {list(ONNX_SOURCES)}, got {options.onnx_source!r}")
     if not options.parity_max_gflop >= 0:
         raise ExportError(f"--parity-max-gflop must be >= 0, got {options.parity_max_gflop}")
+    if isinstance(options.seed, bool) or not isinstance(options.seed, int) or options.seed < 0:
+        raise ExportError("invalid --seed", expected="an integer >= 0 (numpy.random.default_rng)",
+                          got=repr(options.seed))
+    if options.out == "":                                    # Path("") is the working directory
+        raise ExportError("invalid -o/--out", expected="a folder path", got="''")
     checkpoint = Path(options.checkpoint).expanduser()
     CheckpointReader(checkpoint, cfg)                        # header + layout against the config
     out = Path(options.out).expanduser().absolute()

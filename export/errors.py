@@ -10,3 +10,8 @@ class ExportError(SV3DError):
 
 class ParityError(ExportError):
     """An exported graph does not load, declares the wrong inputs/outputs, or disagrees with the eager Cell."""
+
+
+class DestinationError(ExportError):
+    """The output folder cannot be used: it exists, is not a folder or not writable, or another export is writing
+    it. A bad destination, like a bad option, exits 2 whether planning or making the staging folder finds it."""

@@ -16,10 +16,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from runtime.manifest import MANIFEST_NAME
-from .errors import ExportError
+from .errors import DestinationError
 
 PARTIAL = ".partial-"
 OLD = ".old-"
@@ -47,43 +47,54 @@ def staging_folders(out: Path) -> List[Path]:
     return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix) and p.is_dir())
 
 
-def remove_stale(out: Path) -> List[Path]:
-    """Delete staging/aside folders of `out` left by dead processes; refuse if a live export is writing `out`."""
-    removed = []
+def _leftovers(out: Path) -> List[Tuple[Path, int]]:
+    """Staging and aside folders of exports to `out` that exist now, each with the id of the process that made it."""
     pattern = re.compile(re.escape(f".{out.name}") + rf"(?:{re.escape(PARTIAL)}|{re.escape(OLD)})(\d+)-")
     if not out.parent.is_dir():
-        return removed
-    for p in sorted(out.parent.iterdir()):
-        m = pattern.match(p.name)
-        if not m or not p.is_dir():
-            continue
-        pid = int(m.group(1))
+        return []
+    return [(p, int(m.group(1))) for p in sorted(out.parent.iterdir())
+            for m in [pattern.match(p.name)] if m and p.is_dir()]
+
+
+def check_no_live_writer(out: Path) -> None:
+    """Refuse `out` while another live process has a staging folder for it."""
+    for p, pid in _leftovers(out):
         if pid != os.getpid() and _pid_alive(pid):
-            raise ExportError(f"another export (process {pid}) is writing {out} (staging folder {p}); wait for it "
-                              f"or stop it")
+            raise DestinationError(f"another export (process {pid}) is writing {out} (staging folder {p}); wait "
+                                   f"for it or stop it")
+
+
+def remove_stale(out: Path) -> List[Path]:
+    """Delete staging/aside folders of `out` left by dead processes; refuse if a live export is writing `out`."""
+    check_no_live_writer(out)
+    removed = []
+    for p, _ in _leftovers(out):
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
-    """Refuse a destination that exists (without --overwrite) or that is not ours to replace."""
+    """Refuse a destination that exists (without --overwrite), that is not ours to replace, or that another export
+    is writing."""
+    check_no_live_writer(out)
     if out.exists() or out.is_symlink():
         if not out.is_dir():
-            raise ExportError(f"output path {out} exists and is not a folder")
+            raise DestinationError(f"output path {out} exists and is not a folder")
         if not overwrite:
-            raise ExportError(f"output folder {out} already exists; pass --overwrite to replace it")
+            raise DestinationError(f"output folder {out} already exists; pass --overwrite to replace it")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-            raise ExportError(f"output folder {out} is not empty and holds no {MANIFEST_NAME}, so it is not an "
-                              f"export; refusing to replace it even with --overwrite (choose another folder)")
+            raise DestinationError(f"output folder {out} is not empty and holds no {MANIFEST_NAME}, so it is not "
+                                   f"an export; refusing to replace it even with --overwrite (choose another "
+                                   f"folder)")
     parent = out.parent
     probe = parent
     while not probe.exists():          # the first existing ancestor must be a writable folder
         probe = probe.parent
     if not probe.is_dir():
-        raise ExportError(f"cannot create output folder {out}: {probe} is not a folder")
+        raise DestinationError(f"cannot create output folder {out}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder {out} is not writable: no write permission on {probe}")
+        raise DestinationError(f"output folder {out} is not writable: no write permission on {probe}")
 
 
 def begin(out: Path) -> Path:
@@ -99,8 +110,8 @@ def begin(out: Path) -> Path:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise ExportError(f"output folder {out} is not writable: {e.strerror or e} "
-                          f"({e.filename or out.parent})") from None
+        raise DestinationError(f"output folder {out} is not writable: {e.strerror or e} "
+                               f"({e.filename or out.parent})") from None
     return staging
 
 

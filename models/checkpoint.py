@@ -153,7 +153,7 @@ def check_layout(header: CheckpointHeader, cfg: SV3DConfig, components: Iterable
         if unexpected:
             parts.append(f"  {len(unexpected)} unexpected tensor(s):{_fmt(unexpected)}")
         label = "model.diffusion_model.label_emb.0.0.weight"
-        fits = _fitting_bundled_configs(header, components)
+        fits = _fitting_bundled_configs(header, components, other_than=expected)
         other = [c for c in fits if c.variant != cfg.variant]
         same = [c for c in fits if c.variant == cfg.variant]
         if other:
@@ -167,12 +167,18 @@ def check_layout(header: CheckpointHeader, cfg: SV3DConfig, components: Iterable
         elif label in shapes and label in expected and shapes[label] != expected[label]:
             parts.append(f"  hint: the vector-conditioning width (unet.adm_in_channels) is {shapes[label][1]} in "
                          f"the file and {expected[label][1]} in the config (sv3d_u and sv3d_p differ there)")
+        elif unexpected and not (missing or mismatched):
+            parts.append(f"  hint: the file holds every tensor of this config, and also {unexpected[0]!r}"
+                         f"{f' and {len(unexpected) - 1} more' if len(unexpected) > 1 else ''}, which it does not "
+                         f"define: remove it, or check that this is the file you meant")
         raise CheckpointError("\n".join(parts))
     return expected
 
 
-def _fitting_bundled_configs(header: CheckpointHeader, components: Iterable[str]) -> List[SV3DConfig]:
-    """Bundled configs whose official layout (of `components`) the file holds exactly."""
+def _fitting_bundled_configs(header: CheckpointHeader, components: Iterable[str],
+                             other_than: Optional[Dict[str, Tuple]] = None) -> List[SV3DConfig]:
+    """Bundled configs whose official layout (of `components`) the file holds exactly, except those whose layout
+    is `other_than` (the config already tried: suggesting it again would be no help)."""
     from configs import ConfigError, bundled_names, load_config
 
     shapes = header.shapes
@@ -185,7 +191,7 @@ def _fitting_bundled_configs(header: CheckpointHeader, components: Iterable[str]
         want: Dict[str, Tuple] = {}
         for comp in components:
             want.update(component_keys(other, comp))
-        if all(k in shapes and tuple(shapes[k]) == tuple(v) for k, v in want.items()):
+        if want != other_than and all(k in shapes and tuple(shapes[k]) == tuple(v) for k, v in want.items()):
             fits.append(other)
     return fits
 

@@ -13,12 +13,15 @@ folder and renamed into place, so a failure leaves no partial output (see runtim
 Every user error (bad image, bad option, wrong or corrupted export, unwritable output) prints one message on
 stderr and exits with status 1; usage errors exit with 2 (argparse). No tracebacks. Ctrl-C (SIGINT) exits 130
 and SIGTERM 143 with "interrupted: ..." and no partial output, on every backend (runtime/interrupts.py keeps the
-handler in place after MindSpore replaces it). Sizes that bound work or memory (--steps, --fps, --threads, the
-number of images) and the guidance scales are checked against configs/limits.py before anything runs. An output
-folder this command created is removed again if nothing was written into it. MindSpore's graph and debug dumps
-go to a temporary folder that is removed at exit, never into the working directory.
+handler in place after MindSpore replaces it). Sizes that bound work or memory (--steps, --fps, the number of
+images) and the guidance scales are checked against configs/limits.py, --threads against the CPUs this process may
+use, before anything runs. An output folder this command created is removed again if nothing was written into it.
+With the mindspore backend, MindSpore's graph and debug dumps go to a temporary folder that is removed at exit,
+never into the working directory, and its import is never interrupted halfway (runtime/interrupts.py: Ctrl-C
+exits 130 once it is done).
 """
 # NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,14 +37,16 @@ from configs.limits import LIMITS
 from configs.schema import GUIDERS, SV3DConfig
 
 from . import interrupts
-from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS
+from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS, resolve_backend
+from .backends.onednn import cap_onednn_isa
 from .errors import SV3DError
 from .manifest import MANIFEST_NAME, Manifest
 from .mesh.cli import make_mesh
 from .mesh.deps import check_all as check_mesh_dependencies
-from .options import GenerationOptions, OptionNames, resolve_options
+from .options import GenerationOptions, OptionNames, check_threads, resolve_options
 from .orbits import ORBIT_PRESETS
-from .outputs import DEFAULT_FPS, check_writable, require_video_support, write_result
+from .outputs import (DEFAULT_FPS, check_writable, new_dirs, remove_if_empty, require_video_support, result_name,
+                      write_result)
 from .pipeline import MEMORY_MODES, SV3DPipeline
 from .preprocess import BACKGROUND_MODES, prepare_image
 from .sample_data import sample_image_path
@@ -55,7 +60,7 @@ DEMO_SEED = 0                 # seed of the random demo weights
 DEMO_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
                "Export real SV3D weights with `python -m export` for real results. ***")
 FLAGS = OptionNames(steps="--steps", seed="--seed", guider="--guider", min_scale="--min-scale",
-                    max_scale="--max-scale")
+                    max_scale="--max-scale", elevation="--elevation", azimuths="--azimuths")
 # The help shows the official SV3D values (the schema's defaults, which the bundled configs use); an export's own
 # config supplies the defaults at run time.
 OFFICIAL = SV3DConfig()
@@ -77,7 +82,8 @@ class Options:
              "mslite, mindspore; cuda onnxruntime first; ascend mslite first"))
     device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
     device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
-    threads: int = field(default=0, metadata=dict(help="intra-op threads (0 = the engine's default)"))
+    threads: int = field(default=0, metadata=dict(
+        help="intra-op threads, at most the CPUs this process may use (0 = the engine's default)"))
     precision: str = field(default="auto", metadata=dict(
         choices=list(PRECISIONS),
         help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32"))
@@ -160,13 +166,16 @@ def check_options(opts: Options) -> None:
 
 def check_bounds(opts: Options) -> None:
     """The sizes configs/limits.py bounds (--fps, --threads, --device-id, the image count)."""
+    check_threads(opts.threads, "--threads")
     for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
-                                   ("--threads", opts.threads, 0, LIMITS.max_threads),
                                    ("--device-id", opts.device_id, 0, None)):
         if value is not None and (value < low or (high is not None and value > high)):
             bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
             raise SV3DError(f"invalid {name}", expected=bound, got=value,
                             hint="the bounds are configs/limits.py" if high is not None else None)
+    for name, value in (("--graphs", opts.graphs), ("-o/--output", opts.output)):
+        if value == "":                               # Path("") is the working directory
+            raise SV3DError(f"invalid {name}", expected="a folder path", got="''")
     if len(opts.images) > LIMITS.max_images:
         raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
                         got=len(opts.images))
@@ -179,23 +188,6 @@ def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
         print(f"warning: {path}: the object ({w}x{h} px, on a {side} px canvas) is upscaled {resolution / side:.0f}x "
               f"to {resolution} px; expect a blurry result (use an image at least "
               f"{int(LIMITS.small_input_fraction * resolution)} px on a side)", file=sys.stderr, flush=True)
-
-
-def _new_dirs(path: Path) -> List[Path]:
-    """The folders `mkdir -p path` would create, deepest first."""
-    created, p = [], Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        created.append(p)
-        p = p.parent
-    return created
-
-
-def _remove_if_empty(folders: List[Path]) -> None:
-    for d in folders:                                 # deepest first; stops at the first one that holds something
-        try:
-            d.rmdir()
-        except OSError:
-            return
 
 
 def _demo_export(opts: Options, folder: Path) -> Path:
@@ -227,13 +219,26 @@ def _run_tool(args: List[str], what: str) -> None:
                         hint="the demo needs mindspore and the export/ package")
 
 
+@contextlib.contextmanager
+def _mindspore_dumps():
+    """MindSpore's graph and debug dumps go to a temporary folder, removed at exit (a user's own setting wins)."""
+    folder = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
+    envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]
+    os.environ.update({k: str(folder) for k in envs})
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for k in envs:
+            if os.environ.get(k) == str(folder):
+                del os.environ[k]
+
+
 def run(opts: Options) -> int:
     check_options(opts)
     demo_tmp = None
-    made = _new_dirs(Path(opts.output))
-    ms_debug = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
-    ms_envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]       # a user's own setting wins
-    os.environ.update({k: str(ms_debug) for k in ms_envs})
+    made = new_dirs(Path(opts.output))
+    stack = contextlib.ExitStack()                  # what _generate_all sets up for the engine (MindSpore dumps)
     try:
         if opts.demo:
             if opts.graphs is None:
@@ -245,21 +250,18 @@ def run(opts: Options) -> int:
             print(DEMO_BANNER, file=sys.stderr, flush=True)
         else:
             graphs, images = Path(opts.graphs), opts.images
-        rc = _generate_all(opts, graphs, images)
+        rc = _generate_all(opts, graphs, images, stack)
         if opts.demo:
             print(DEMO_BANNER, file=sys.stderr, flush=True)
         return rc
     finally:
-        _remove_if_empty(made)
+        stack.close()
+        remove_if_empty(made)
         if demo_tmp is not None:
             shutil.rmtree(demo_tmp, ignore_errors=True)
-        shutil.rmtree(ms_debug, ignore_errors=True)
-        for k in ms_envs:
-            if os.environ.get(k) == str(ms_debug):
-                del os.environ[k]
 
 
-def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
+def _generate_all(opts: Options, graphs: Path, images: List[str], stack: contextlib.ExitStack) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
     options = generation_options(manifest, opts)
@@ -274,6 +276,11 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
 
     # 2. graphs, once
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
+    with interrupts.held():               # an interrupted `import mindspore` crashes Python at exit (exit 134)
+        if resolve_backend(opts.backend, manifest, opts.device) == "mindspore":
+            stack.enter_context(_mindspore_dumps())
+            cap_onednn_isa()              # before MindSpore loads (runtime/backends/onednn.py)
+            interrupts.preload("mindspore")
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
                                       threads=opts.threads, verify_checksums=not opts.skip_checksums,
                                       precision=opts.precision, cache_dir=opts.cache_dir, memory=opts.memory)
@@ -296,7 +303,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str]) -> int:
                 "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
                 "memory": pipe.memory, "demo_random_weights": bool(opts.demo)}
         interrupts.checkpoint()
-        folder = write_result(result, output, path.stem or "image", fps=opts.fps, info=info)
+        folder = write_result(result, output, result_name(path.stem), fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
         if opts.mesh:
             print(f"{path} mesh -> {make_mesh(folder, say=lambda *m: _say(opts, *m))}", flush=True)

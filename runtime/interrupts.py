@@ -18,10 +18,16 @@ or the at-fork handlers ``logging`` registers, which run in the parent each time
 then prints "Exception ignored in ..." with a traceback and drops the KeyboardInterrupt. While guarded,
 ``sys.unraisablehook`` drops such a KeyboardInterrupt quietly instead: the signal is already recorded, and the
 next :func:`checkpoint` raises it where it can be handled.
+
+:func:`preload` imports a module with the KeyboardInterrupt held until the import is done (the signal is
+recorded at once). An interrupted ``import mindspore`` leaves exit hooks registered by its C extension that crash
+the interpreter at exit ("Fatal Python error: PyThreadState_Get", exit 134); held, Ctrl-C exits 130 a moment later.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import importlib
 import signal
 import sys
 import threading
@@ -34,7 +40,8 @@ EXIT_INTERRUPTED = 130
 MESSAGE = "interrupted"
 
 _SIGACTION_BYTES = 256                  # larger than struct sigaction on every Linux ABI
-_state: Dict[str, object] = {"received": None, "thread": None, "stop": None, "previous": None, "hook": None}
+_state: Dict[str, object] = {"received": None, "thread": None, "stop": None, "previous": None, "hook": None,
+                             "held": 0}
 _saved: Dict[int, bytes] = {}
 _lock = threading.Lock()
 
@@ -67,7 +74,32 @@ def _handler_address(raw: bytes) -> bytes:
 def _on_signal(signum, frame):
     if _state["received"] is None:
         _state["received"] = signum
-    raise KeyboardInterrupt
+    if not _state["held"]:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held():
+    """Record a signal that arrives inside the block but raise its KeyboardInterrupt only when the block is done
+    (for code that must not stop halfway); an exception from the block itself propagates as usual."""
+    _state["held"] += 1
+    try:
+        yield
+    finally:
+        _state["held"] -= 1
+    if not _state["held"] and _state["received"] is not None:
+        raise KeyboardInterrupt
+
+
+def preload(module: str) -> bool:
+    """Import ``module`` now, if it is installed, never interrupted halfway by our handlers (module docstring);
+    returns whether it is imported. A missing module is left for its users to report."""
+    with held():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+    return True
 
 
 def _unraisable(info) -> None:
@@ -156,4 +188,5 @@ def reset() -> None:
     _state["received"] = None
 
 
-__all__ = ["EXIT_INTERRUPTED", "MESSAGE", "checkpoint", "exit_code", "guard", "interrupted", "reassert", "release", "reset"]
+__all__ = ["EXIT_INTERRUPTED", "MESSAGE", "checkpoint", "exit_code", "guard", "held", "preload", "interrupted",
+           "reassert", "release", "reset"]

@@ -43,7 +43,10 @@ from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_diffe
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2                  # 2: the typed "runtime" section replaces the unread "constants"
 FORMATS = ("mindir", "onnx", "mslite")
+PROTOBUF_FORMATS = ("mindir", "onnx")     # model files that are one protobuf message (mslite's .ms: a flatbuffer)
 _HASH_BLOCK = 16 * 1024 * 1024
+_VARINT_MAX_BYTES = 10
+_WIRE_SIZES = {0: None, 1: 8, 2: None, 5: 4}      # protobuf wire type -> bytes after the key (None: a varint)
 
 
 def sha256_file(path) -> str:
@@ -52,6 +55,43 @@ def sha256_file(path) -> str:
         for block in iter(lambda: f.read(_HASH_BLOCK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _varint(f, pos: int) -> Tuple[Optional[int], int]:
+    """The protobuf varint at `pos`: (value, position after it), or (None, pos) if there is none."""
+    f.seek(pos)
+    value = 0
+    for i, b in enumerate(f.read(_VARINT_MAX_BYTES)):
+        value |= (b & 0x7F) << (7 * i)
+        if b < 0x80:
+            return value, pos + i + 1
+    return None, pos
+
+
+def protobuf_break(path) -> Optional[int]:
+    """Where the top-level protobuf wire structure of the file `path` breaks (a byte offset), None if it is whole:
+    every field has a valid key (field number > 0; wire type varint, 64-bit, length-delimited or 32-bit) and
+    fits in the file, and the last one ends at its end. An ONNX or MindIR model file is one protobuf message, so
+    garbage or a cut or overwritten file fails here; the walk reads a few bytes per top-level field and seeks
+    over the rest (the graph, the weights), so it is cheap for any file size."""
+    size = os.path.getsize(path)
+    pos = 0
+    with open(path, "rb") as f:
+        while pos < size:
+            start = pos
+            key, pos = _varint(f, pos)
+            if key is None or key >> 3 == 0 or key & 7 not in _WIRE_SIZES:
+                return start
+            width = _WIRE_SIZES[key & 7]
+            if width is None:                          # varint value or length prefix
+                value, pos = _varint(f, pos)
+                if value is None:
+                    return start
+                width = value if key & 7 == 2 else 0
+            pos += width
+            if pos > size:
+                return start
+    return None
 
 
 @dataclass(frozen=True)
@@ -107,8 +147,14 @@ class Manifest:
     # -- reading ---------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, folder) -> "Manifest":
+        if not isinstance(folder, (str, os.PathLike)) or os.fspath(folder) == "":
+            raise GraphError("invalid export folder", expected="a folder path (str or os.PathLike)",
+                             got=repr(folder))
         root = Path(folder)
         path = root / MANIFEST_NAME
+        if root.exists() and not root.is_dir():
+            raise GraphError(f"the graphs path {root} is a file, not an export folder",
+                             hint=f"pass the folder that holds {MANIFEST_NAME}")
         if not root.is_dir():
             raise GraphError(f"graphs folder not found: {root} (run `python -m export` first)")
         if not path.is_file():
@@ -118,7 +164,10 @@ class Manifest:
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise GraphError(f"{path}: unreadable manifest: {e}") from None
-        version = d.get("format_version") if isinstance(d, dict) else None
+        if not isinstance(d, dict):
+            raise GraphError(f"{path}: malformed manifest", expected="a JSON object",
+                             got=f"a JSON {type(d).__name__}")
+        version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise GraphError(f"{path}: unsupported manifest format_version", expected=FORMAT_VERSION,
                              got=repr(version), hint=f"this runtime reads format_version {FORMAT_VERSION} only; "
@@ -223,10 +272,16 @@ class Manifest:
         return self.graphs[fmt][name]
 
     def verify_files(self, fmt: str, names=GRAPH_NAMES, checksums: bool = True) -> None:
-        """Every file of the given graphs exists with the recorded size (and sha256 when `checksums`)."""
+        """Every file of the given graphs exists with the recorded size (and sha256 when `checksums`), and each
+        ONNX or MindIR model file is one whole protobuf message (:func:`protobuf_break`), so a graph that cannot
+        load is found before any graph is run, also when graphs load stage by stage."""
         for name in names:
-            for f in self.entry(fmt, name).files:
+            entry = self.entry(fmt, name)
+            for f in entry.files:
                 p = self.path_of(f.path)
+                if p.is_dir():
+                    raise GraphError(f"graph file {p} is a folder, not a file (listed in "
+                                     f"{self.root / MANIFEST_NAME})", hint="the export was edited; export again")
                 if not p.is_file():
                     raise GraphError(f"graph file missing: {p} (listed in {self.root / MANIFEST_NAME})")
                 size = p.stat().st_size
@@ -238,6 +293,12 @@ class Manifest:
                     if got != f.sha256:
                         raise GraphError(f"graph file {p}: sha256 {got[:16]}... does not match the manifest's "
                                          f"{f.sha256[:16]}... (corrupted or replaced); export again")
+            model = self.path_of(entry.model_file)
+            broken = protobuf_break(model) if fmt in PROTOBUF_FORMATS else None
+            if broken is not None:
+                raise GraphError(f"graph file {model} is not a readable {fmt} graph: its protobuf structure breaks "
+                                 f"at byte {broken} of {model.stat().st_size}", hint="corrupted or replaced; export "
+                                                                                     "again")
 
     # -- writing ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from configs.limits import LIMITS
+from configs.limits import LIMITS, usable_cpus
 from configs.schema import GUIDERS
 
 from .errors import OrbitError, SV3DError
@@ -33,6 +33,8 @@ class OptionNames:
     guider: str = "guider"
     min_scale: str = "min_scale"
     max_scale: str = "max_scale"
+    elevation: str = "elevation"
+    azimuths: str = "azimuths"
 
 
 API_NAMES = OptionNames()
@@ -71,8 +73,8 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
     """
     steps = config.sampler.num_steps if num_steps is None else num_steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= LIMITS.max_steps:
-        raise SV3DError(f"invalid {names.steps}", expected=f"an integer in [1, {LIMITS.max_steps}]", got=steps,
-                        hint="the bounds are configs/limits.py")
+        raise SV3DError(f"invalid {names.steps}", expected=f"an integer in [1, {LIMITS.max_steps}]",
+                        got=repr(steps), hint="the bounds are configs/limits.py")
     used_seed = config.seed if seed is None else seed
     if isinstance(used_seed, bool) or not isinstance(used_seed, (int, np.integer)) or used_seed < 0:
         raise SV3DError(f"invalid {names.seed}", expected="an integer >= 0", got=repr(used_seed))
@@ -93,7 +95,8 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
             raise OrbitError("invalid orbit", expected="an Orbit (pipeline.make_orbit) or None",
                              got=type(orbit).__name__)
         elevation, azimuths = list(orbit.elevations_deg), list(orbit.azimuths_deg)
-    resolved = build_orbit(config, num_frames, elevation=elevation, azimuths=azimuths, preset=preset)
+    resolved = build_orbit(config, num_frames, elevation=elevation, azimuths=azimuths, preset=preset,
+                           names=(names.elevation, names.azimuths))
     polars = azims = None
     if resolved is not None:
         polars, azims = orbit_to_radians(resolved, config.conditioner.polar_offset_deg)
@@ -106,14 +109,26 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
         polars_rad=polars, azimuths_rad=azims)
 
 
+def check_threads(value, name: str = "threads") -> int:
+    """Intra-op threads: 0 (the engine's default) up to the CPUs this process may use (configs.limits.usable_cpus).
+    More would only oversubscribe the CPUs (configs/limits.py has the measurements), so they are refused, the
+    bound named, rather than clamped: a clamp would quietly run, and report, another setting than asked for."""
+    high = usable_cpus()
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
+        raise SV3DError(f"invalid {name}", expected=f"an integer in [0, {high}] (0 = the engine's default, "
+                                                    f"{high} = the CPUs this process may use)", got=repr(value))
+    return int(value)
+
+
 def _scale(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise SV3DError(f"invalid {name}", expected="a number", got=repr(value)) from None
+    """A guidance scale: an int or float (a string such as '1' is refused, not parsed) in the bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SV3DError(f"invalid {name}", expected="a number", got=repr(value))
+    v = float(value)
     if not (math.isfinite(v) and 0 <= v <= LIMITS.max_guidance_scale):
-        raise SV3DError(f"invalid {name}", expected=f"a number in [0, {LIMITS.max_guidance_scale:g}]", got=value)
+        raise SV3DError(f"invalid {name}", expected=f"a number in [0, {LIMITS.max_guidance_scale:g}]",
+                        got=repr(value))
     return v
 
 
-__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "resolve_options"]
+__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "check_threads", "resolve_options"]

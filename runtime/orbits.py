@@ -28,6 +28,7 @@ from .errors import OrbitError
 FULL_TURN_DEG = 360.0
 
 Number = Union[int, float]
+NAMES = ("elevation", "azimuths")      # how the Python API spells the two angle arguments (errors name them)
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,15 @@ def preset_orbit(name: str, num_frames: int, elevation_deg: float,
 def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Number]]] = None,
                azimuths: Optional[Sequence[Number]] = None,
                elevation_range: Tuple[float, float] = ConditionerConfig.elevation_range_deg,
-               default_elevation_deg: Optional[float] = None) -> Orbit:
+               default_elevation_deg: Optional[float] = None, names: Tuple[str, str] = NAMES) -> Orbit:
     """A validated orbit from user values.
 
     elevation: None (-> ``default_elevation_deg``), one number for every frame, or T numbers (degrees).
     azimuths:  None (-> the official default azimuths) or T numbers (degrees, any finite value; taken mod 360).
     elevation_range: inclusive [low, high] every elevation must lie in (ConditionerConfig.elevation_range_deg).
     default_elevation_deg: the config's default_elevation_deg; needed only when ``elevation`` is None.
-    Raises OrbitError naming what was expected and what was got.
+    names: how the caller spells elevation and azimuths (the command line: --elevation, --azimuths).
+    Raises OrbitError naming the argument, what was expected and what was got.
     """
     n = _frame_count(num_frames)
     if elevation is None:
@@ -132,34 +134,36 @@ def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Numbe
             raise OrbitError("no elevation given and no default elevation",
                              expected="elevation or default_elevation_deg (ConditionerConfig)", got="neither")
         elevation = default_elevation_deg
-    elev = _angles("elevations_deg", elevation, allow_scalar=True)
+    elev = _angles(names[0], elevation, allow_scalar=True)
     if elev.shape[0] == 1:
         elev = np.repeat(elev, n)
     if elev.shape[0] != n:
-        raise OrbitError("wrong number of elevations", expected=f"1 or {n} values", got=f"{elev.shape[0]} values")
+        raise OrbitError(f"wrong number of values for {names[0]}", expected=f"1 or {n} values",
+                         got=f"{elev.shape[0]} values")
     lo, hi = (float(v) for v in elevation_range)
     outside = [(i, float(e)) for i, e in enumerate(elev) if not lo <= e <= hi]
     if outside:
-        raise OrbitError("elevation out of range", expected=f"degrees in [{lo:g}, {hi:g}]",
+        raise OrbitError(f"{names[0]} out of range", expected=f"degrees in [{lo:g}, {hi:g}]",
                          got=", ".join(f"frame {i}: {e:g}" for i, e in outside[:5])
                          + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else ""))
     if azimuths is None:
         azim = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
     else:
-        azim = _angles("azimuths_deg", azimuths, allow_scalar=False)
+        azim = _angles(names[1], azimuths, allow_scalar=False)
         if azim.shape[0] != n:
-            raise OrbitError("wrong number of azimuths", expected=f"{n} values", got=f"{azim.shape[0]} values")
+            raise OrbitError(f"wrong number of values for {names[1]}", expected=f"{n} values",
+                             got=f"{azim.shape[0]} values")
     return Orbit(tuple(float(e) for e in elev), tuple(float(a) for a in azim))
 
 
 def build_orbit(config: Any, num_frames: int, *, elevation=None, azimuths=None,
-                preset: Optional[str] = None) -> Optional[Orbit]:
+                preset: Optional[str] = None, names: Tuple[str, str] = NAMES) -> Optional[Orbit]:
     """A validated camera orbit for an sv3d_p config; None for sv3d_u, which refuses any camera input.
 
     config: an SV3DConfig or RuntimeConfig (its variant and conditioner). elevation: None (config default), one
     value, or T values (degrees); azimuths: None (official default) or T values (degrees); preset: None / "default"
     (constant elevation) or "dynamic" (sine elevation around one base elevation; no azimuths). Elevations must lie
-    in the config's elevation_range_deg. Raises OrbitError.
+    in the config's elevation_range_deg; names: as in :func:`make_orbit`. Raises OrbitError.
     """
     cond = config.conditioner
     if cond.camera_embed_dim <= 0:
@@ -175,23 +179,18 @@ def build_orbit(config: Any, num_frames: int, *, elevation=None, azimuths=None,
         raise OrbitError("unknown orbit preset", expected=f"one of {sorted(ORBIT_PRESETS)}", got=repr(preset))
     if preset == "default":                 # per-frame elevations and azimuths allowed
         return make_orbit(num_frames, elevation=elevation, azimuths=azimuths,
-                          elevation_range=cond.elevation_range_deg, default_elevation_deg=cond.default_elevation_deg)
+                          elevation_range=cond.elevation_range_deg, default_elevation_deg=cond.default_elevation_deg,
+                          names=names)
     if azimuths is not None:
-        raise OrbitError(f"the {preset!r} orbit preset sets its own azimuths", expected="no azimuths",
+        raise OrbitError(f"the {preset!r} orbit preset sets its own azimuths", expected=f"no {names[1]}",
                          got=f"{np.asarray(azimuths).size} azimuths")
-    try:
-        base = np.atleast_1d(np.asarray(cond.default_elevation_deg if elevation is None else elevation,
-                                        dtype=np.float64))
-    except (TypeError, ValueError):
-        raise OrbitError("elevation must be a number", got=repr(elevation)) from None
+    base = _angles(names[0], cond.default_elevation_deg if elevation is None else elevation, allow_scalar=True)
     if base.shape != (1,):
-        raise OrbitError(f"the {preset!r} orbit preset takes one base elevation", expected="a single value",
+        raise OrbitError(f"the {preset!r} orbit preset takes one base {names[0]}", expected="a single value",
                          got=f"{base.size} values")
-    if not np.isfinite(base[0]):
-        raise OrbitError("elevation must be finite", got=float(base[0]))
     orbit = preset_orbit(preset, num_frames, float(base[0]), cond)
     return make_orbit(num_frames, elevation=list(orbit.elevations_deg), azimuths=list(orbit.azimuths_deg),
-                      elevation_range=cond.elevation_range_deg)
+                      elevation_range=cond.elevation_range_deg, names=names)
 
 
 def orbit_to_radians(orbit: Orbit, polar_offset_deg: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -216,11 +215,15 @@ def _frame_count(num_frames) -> int:
 
 
 def _angles(name: str, values, allow_scalar: bool) -> np.ndarray:
-    """Angles in degrees as a 1-D float64 array; scalars become (1,) if allowed."""
+    """Angles in degrees as a 1-D float64 array; scalars become (1,) if allowed. Only numbers: a string such as
+    '10' is refused, not parsed."""
     try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise OrbitError(f"{name} must be numbers", expected="degrees", got=repr(values)) from None
+        arr = np.asarray(values)
+    except (TypeError, ValueError):                  # ragged nesting
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "iuf":                  # not str, bool, complex, None, ...
+        raise OrbitError(f"{name} must be numbers", expected="degrees (int or float)", got=repr(values))
+    arr = arr.astype(np.float64)
     if arr.ndim == 0:
         if not allow_scalar:
             raise OrbitError(f"{name} must be a sequence, one value per frame", got=f"the single value {values!r}")

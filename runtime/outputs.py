@@ -21,9 +21,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
+
+from configs.limits import LIMITS
 
 from .errors import OutputError
 from .orbits import CAMERA_CONVENTION, UNCONDITIONED_ORBIT_SOURCE, unconditioned_orbit
@@ -120,6 +122,8 @@ def free_name(output_dir, name: str) -> Path:
 
 def check_writable(output_dir) -> Path:
     """Create ``output_dir`` if needed and prove a file can be created in it; OutputError otherwise."""
+    if os.fspath(output_dir) == "":                     # Path("") is the working directory
+        raise OutputError("invalid output folder", expected="a folder path", got="''")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError("the output path exists and is not a folder", path=output_dir)
@@ -132,15 +136,48 @@ def check_writable(output_dir) -> Path:
                           hint="choose another --output") from None
     return output_dir
 
+def result_name(stem: str) -> str:
+    """The name of an image's result (folder and files): its stem without leading dots ("..png" has the stem
+    ".", and a hidden name would make a hidden folder), or "image" when nothing is left."""
+    return stem.lstrip(".") or "image"
+
+
+def new_dirs(path) -> List[Path]:
+    """The folders `mkdir -p path` would create, deepest first."""
+    created, p = [], Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    return created
+
+
+def remove_if_empty(folders: List[Path]) -> None:
+    for d in folders:                                 # deepest first; stops at the first one that holds something
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+
+
 
 def write_result(result, output_dir, name: str, *, fps: int = DEFAULT_FPS, info: Optional[dict] = None,
                  columns: int = CONTACT_SHEET_COLUMNS) -> Path:
     """Write every output of one ``Result`` into a new folder ``output_dir/name`` (or ``name_<k>``).
 
-    Returns the folder written. Raises OutputError; on any failure the temporary folder is removed.
+    name: a plain name (no folder, no leading dot; see :func:`result_name`). Returns the folder written. Raises
+    OutputError; on any failure the temporary folder and any folder this call created are removed.
     info.json records the orbit: the conditioning orbit of sv3d_p, or the fixed orbit assumed for sv3d_u
     (``orbit.source``), and the ``camera_convention`` its angles are meant in (runtime/orbits.py).
     """
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise OutputError("invalid result name", expected="a plain name, without '/' or a leading '.'",
+                          got=repr(name))
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or not 1 <= fps <= LIMITS.max_fps:
+        raise OutputError("invalid fps", expected=f"an integer in [1, {LIMITS.max_fps}]", got=repr(fps),
+                          hint="the bounds are configs/limits.py")
+
     def fill(tmp: Path) -> None:
         frames = result.frames_uint8
         write_mp4(tmp / f"{name}.mp4", frames, fps)
@@ -168,23 +205,28 @@ def write_folder(output_dir, name: str, fill: Callable[[Path], None]) -> Path:
     """Create a new folder ``output_dir/name`` (or ``name_<k>``) whose files ``fill(tmp)`` writes into a hidden
     temporary folder; it is renamed into place only when ``fill`` returned. Returns the folder written.
 
-    Raises OutputError; on any failure, or Ctrl-C, the temporary folder is removed and nothing is published.
+    Raises OutputError; on any failure, or Ctrl-C, the temporary folder and any folder this call created are
+    removed and nothing is published.
     """
-    output_dir = check_writable(output_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + name + "-", dir=output_dir))
+    made = new_dirs(output_dir) if isinstance(output_dir, (str, os.PathLike)) else []
+    tmp, done = None, False
     try:
+        output_dir = check_writable(output_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + name + "-", dir=output_dir))
         fill(tmp)
         os.chmod(tmp, 0o755 & ~_umask())               # mkdtemp makes it 0700; give it normal permissions
-        return _move_into_place(tmp, output_dir, name)
+        folder = _move_into_place(tmp, output_dir, name)
+        done = True
+        return folder
     except OutputError:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:                       # OSError (disk full, permissions), ffmpeg/Pillow failures
-        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"writing the outputs failed: {type(e).__name__}: {e}", path=output_dir) from e
-    except BaseException:                        # KeyboardInterrupt: clean up, let it through
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:                                     # KeyboardInterrupt too: clean up, let it through
+        if not done:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            remove_if_empty(made)
 
 
 def _move_into_place(tmp: Path, output_dir: Path, name: str) -> Path:

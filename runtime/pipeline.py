@@ -44,7 +44,7 @@ from .conditioning import Conditioning, vector_conditioning
 from .denoiser import DenoiserCall, cfg_denoiser
 from .errors import GraphError, SV3DError
 from .manifest import Manifest
-from .options import GenerationOptions, resolve_options
+from .options import GenerationOptions, check_threads, resolve_options
 from .orbits import Orbit, build_orbit
 from .preprocess import ImageInput, PreprocessedImage, prepare_image
 from .sampling import initial_latent, sample_euler
@@ -141,8 +141,9 @@ class SV3DPipeline:
         """Load an export folder (``python -m export`` output) on a backend.
 
         backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
-        threads: intra-op threads (0 = engine default); verify_checksums: sha256 of every graph file against the
-        manifest (sizes are always checked; skipping the hash saves a read of the weights); precision and
+        threads: intra-op threads, 0 (engine default) .. the CPUs this process may use; verify_checksums: sha256
+        of every graph file against the manifest (sizes are always checked; skipping the hash saves a read of the
+        weights); precision and
         cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
         memory: resident (all four graphs loaded once, kept for every image), sequential (each graph loaded just
         before its stage and released after it: the peak is the largest stage, not the sum, at the price of
@@ -164,6 +165,7 @@ class SV3DPipeline:
         from .backends import RunOptions, backend_format, load_graphs, resolve_backend
 
         t0 = time.perf_counter()
+        threads = check_threads(threads)
         name = resolve_backend(backend, manifest, device)
         fmt = backend_format(name, manifest)
         mode = resolve_memory_mode(memory, manifest, fmt)
@@ -229,7 +231,14 @@ class SV3DPipeline:
         out = []
         for name, arr, shape in (("cond_noise", noise.cond_noise, self.image_shape),
                                  ("latent_noise", noise.latent_noise, self.latent_shape)):
-            a = np.asarray(arr, dtype=F32)
+            try:
+                a = np.asarray(arr)
+            except (TypeError, ValueError):              # ragged nesting
+                a = np.asarray(None)
+            if a.dtype.kind not in "fiu":               # complex would lose its imaginary part; str, None, ...
+                raise SV3DError(f"{name} must be real numbers", expected="a float32 array",
+                                got=f"{type(arr).__name__} of dtype {a.dtype}")
+            a = a.astype(F32, copy=False)
             if a.shape != tuple(shape):
                 raise SV3DError(f"{name} has the wrong shape", expected=tuple(shape), got=a.shape)
             if not np.all(np.isfinite(a)):

@@ -1,5 +1,7 @@
-"""Fault suite (issue 9): interruption, killed parents and workers, tampered and escaping manifests, bounds,
-unwritable and full outputs, corrupt images and checkpoints -- through both command lines.
+"""Fault suite (issues 9 and 18): interruption (MindSpore's import included), killed parents and workers, tampered
+and escaping manifests, bounds (--threads by the machine), unwritable and full outputs, corrupt images and
+checkpoints, errors that name their cause -- through both command lines, and the Python API given what the CLI
+refuses (section 7).
 
 Every test asserts the exit status, the message, that nothing partial is left (no staging folder, no output
 folder, no MindSpore ``rank_0/`` debug folder in the working directory) and that no process is left behind.
@@ -7,9 +9,11 @@ Commands run in a subprocess with a fresh working directory (``tmp_path / "cwd"`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs.limits import LIMITS
+from configs.limits import LIMITS, usable_cpus
 from tests.helpers import REPO
 
 RESOLUTION = "64"
@@ -52,15 +56,33 @@ def run_cli(module: str, args, tmp_path: Path, timeout: float = TIMEOUT) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(module: str, args, tmp_path: Path, log: Path) -> subprocess.Popen:
+def start_cli(module: str, args, tmp_path: Path, log: Path, **env) -> subprocess.Popen:
     """A CLI in its own session (so a signal can go to its whole process group, as Ctrl-C does), stderr to
-    `log` for polling."""
+    `log` for polling; `env`: extra environment variables."""
     f = open(log, "w")
     try:
-        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=_cwd(tmp_path),
+                                env=dict(_env(), **env), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
     finally:
         f.close()
+
+
+@contextlib.contextmanager
+def cli_session(module: str, args, tmp_path: Path, log: Path, **env):
+    """start_cli, and its whole process group killed on the way out if it still runs (a failed test too)."""
+    proc = start_cli(module, args, tmp_path, log, **env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
+    """`sig` to the CLI's whole process group, as Ctrl-C sends it; its exit status."""
+    os.killpg(proc.pid, sig)
+    return proc.wait(timeout=60)
 
 
 def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen = None, log: Path = None):
@@ -93,6 +115,18 @@ def children_of(pid: int) -> list:
         out += kids
         frontier += kids
     return out
+
+
+def worker_of(proc: subprocess.Popen):
+    """The id of an export worker process of `proc` (multiprocessing's spawn, not its resource tracker), or None."""
+    for pid in children_of(proc.pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            return pid
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -165,19 +199,14 @@ def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
     after it replaced the SIGINT handler: exit 130 (143 for SIGTERM), the message, no staging folder, no
     rank_0/ in the working directory, no process left."""
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    proc = start_cli("export", export_args(oracle, out, "--isolate", isolate, "--parity", "full"), tmp_path, log)
-    kids = []
-    try:
+    with cli_session("export", export_args(oracle, out, "--isolate", isolate, "--parity", "full"), tmp_path,
+                     log) as proc:
         # the clip_encoder checks ran its MindIR in a GraphCell: MindSpore's handler is in place from here on
         wait_for(lambda: "[2/4] vae_encoder" in log.read_text(), 90, "the second graph", proc, log)
-        time.sleep(0.3)
+        if isolate == "on":                        # and the vae_encoder step's worker is running
+            wait_for(lambda: worker_of(proc), 90, "a worker process", proc, log)
         kids = children_of(proc.pid)
-        os.killpg(proc.pid, sig)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        rc = interrupt(proc, sig)
     err = log.read_text()
     assert rc == 128 + sig, (rc, err[-3000:])
     assert "interrupted: nothing was published" in err and "Traceback" not in err, err[-3000:]
@@ -192,18 +221,12 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
     from runtime.outputs import TMP_PREFIX
 
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    proc = start_cli("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
-                                 "--steps", "200"], tmp_path, log)
-    try:
+    with cli_session("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
+                                 "--steps", "200"], tmp_path, log) as proc:
         wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
         wait_for(lambda: out.is_dir() and len(list(out.iterdir())) >= 2, 60, "the first results", proc, log)
         kids = children_of(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        rc = interrupt(proc)
     err = log.read_text()
     assert rc == 130, (rc, err[-3000:])
     assert "interrupted: nothing partial was written" in err and "Traceback" not in err, err[-3000:]
@@ -213,6 +236,67 @@ def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
     shutil.rmtree(out)
     assert_nothing_partial(tmp_path, out)
     assert_no_processes(kids)
+
+
+# PYTHONPROFILEIMPORTTIME lines: MindSpore's C extension is loaded (about a second of `import mindspore` still to
+# go), and the whole package is
+MINDSPORE_C_IMPORTED = re.compile(r"^import time:.*\|\s+mindspore\._c_expression$", re.M)
+MINDSPORE_IMPORTED = re.compile(r"^import time:.*\|\s+mindspore$", re.M)
+
+
+def _interrupt_mindspore_import(module: str, args, tmp_path: Path):
+    """Start a CLI, wait until MindSpore's C extension is imported (the import still running), Ctrl-C its
+    process group: (exit status, stderr without the import-time lines)."""
+    pytest.importorskip("mindspore")
+    log = tmp_path / "stderr.txt"
+    with cli_session(module, args, tmp_path, log, PYTHONPROFILEIMPORTTIME="1") as proc:
+        wait_for(lambda: MINDSPORE_C_IMPORTED.search(log.read_text()), 90, "MindSpore's import", proc, log)
+        assert not MINDSPORE_IMPORTED.search(log.read_text()), "the import finished before the signal"
+        rc = interrupt(proc)
+    err = "\n".join(line for line in log.read_text().splitlines() if not line.startswith("import time:"))
+    return rc, err
+
+
+def test_export_interrupted_while_mindspore_imports(oracle, tmp_path):
+    """Ctrl-C while the export imports MindSpore (its first ~1.5 s): exit 130 and the one line, not "Fatal Python
+    error" and exit 134 from the exit hook of a half-imported MindSpore."""
+    out = tmp_path / "out"
+    rc, err = _interrupt_mindspore_import("export", export_args(oracle, out, "--formats", "onnx"), tmp_path)
+    assert rc == 130, (rc, err[-3000:])
+    assert "interrupted: nothing was published" in err, err[-3000:]
+    assert "Fatal Python error" not in err and "Traceback" not in err, err[-3000:]
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_runtime_interrupted_while_mindspore_imports(toy, tmp_path):
+    """The same for `python -m runtime --backend mindspore` while it loads the graphs."""
+    out = tmp_path / "out"
+    rc, err = _interrupt_mindspore_import("runtime", ["--graphs", toy, image(), "-o", out, "--backend",
+                                                      "mindspore", "--steps", "1"], tmp_path)
+    assert rc == 130, (rc, err[-3000:])
+    assert "interrupted: nothing partial was written" in err, err[-3000:]
+    assert "Fatal Python error" not in err and "Traceback" not in err, err[-3000:]
+    assert_nothing_partial(tmp_path, out)
+
+
+@pytest.mark.parametrize("backend, made", [("onnxruntime", False), ("mindspore", True)])
+def test_mindspore_debug_folder_only_with_mindspore(toy, tmp_path, backend, made):
+    """The temporary folder for MindSpore's dumps exists (while the run does) only when MindSpore runs, so a
+    SIGKILLed onnxruntime run leaves nothing in $TMPDIR; either way it is gone after a normal exit."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    with cli_session("runtime", ["--graphs", toy, *[image()] * 50, "-o", out, "--backend", backend, "--steps",
+                                 "50"], tmp_path, log, TMPDIR=str(tmp)) as proc:
+        wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
+        debug = list(tmp.glob("sv3d-mindspore-debug-*"))
+    assert bool(debug) == made, debug
+    shutil.rmtree(tmp)                               # what the SIGKILL left
+    tmp.mkdir()
+    with cli_session("runtime", ["--graphs", toy, image(), "-o", out, "--backend", backend, "--steps", "1",
+                                 "--quiet"], tmp_path, log, TMPDIR=str(tmp)) as proc:
+        assert proc.wait(timeout=TIMEOUT) == 0, log.read_text()[-3000:]
+    assert not list(tmp.glob("sv3d-mindspore-debug-*"))
 
 
 _UNRAISABLE_SCRIPT = r"""
@@ -310,15 +394,7 @@ def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     proc = start_cli("export", export_args(oracle, out, "--isolate", "on", "--parity", "off"), tmp_path, log)
     try:
-        def worker():
-            for pid in children_of(proc.pid):
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
-                    return pid
-        pid = wait_for(worker, 90, "a worker process", proc, log)
+        pid = wait_for(lambda: worker_of(proc), 90, "a worker process", proc, log)
         os.kill(pid, signal.SIGKILL)
         rc = proc.wait(timeout=60)
         kids = children_of(proc.pid)
@@ -346,6 +422,8 @@ def test_sigkill_of_export_worker_fails_cleanly(oracle, tmp_path):
     (["--min-scale", "3"], "expected --min-scale <= --max-scale"),           # against the export's max 2.5
     (["--fps", "100000"], "invalid --fps"),
     (["--threads", "99999999"], "invalid --threads"),
+    (["--threads", "1000"], f"invalid --threads: expected an integer in [0, {usable_cpus()}]"),    # the machine's
+    (["--threads", str(usable_cpus() + 1)], "the CPUs this process may use"),
 ])
 def test_runtime_bounds(toy, tmp_path, flags, needle):
     out = tmp_path / "out"
@@ -435,6 +513,69 @@ def test_tampered_graph_and_resolution(toy, tmp_path):
                      "(1, 3, 128, 128)")
     assert "GraphSpec(" not in text and "TensorSpec(" not in text
     assert_nothing_partial(tmp_path, out)
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("manifest_list", "malformed manifest: expected a JSON object, got a JSON list"),
+    ("graph_is_folder", "unet.onnx is a folder, not a file"),
+    ("graphs_is_file", "is a file, not an export folder"),
+    ("graphs_empty", "invalid --graphs: expected a folder path, got ''"),
+])
+def test_graphs_errors_name_their_cause(toy, tmp_path, kind, needle):
+    """Not "format_version ... got None", "graph file missing" or "folder not found" for these."""
+    folder = _tampered(toy, tmp_path, lambda m, f: None)
+    graphs = folder
+    if kind == "manifest_list":
+        (folder / "manifest.json").write_text("[]")
+    elif kind == "graph_is_folder":
+        (folder / "onnx" / "unet.onnx").unlink()
+        (folder / "onnx" / "unet.onnx").mkdir()
+    elif kind == "graphs_is_file":
+        graphs = folder / "manifest.json"
+    else:
+        graphs = ""
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", graphs, image(), "-o", out, "--backend", "onnxruntime", "--steps", "1"],
+                tmp_path)
+    assert r.returncode == 1, r.stderr
+    text = one_error(r.stderr, needle)
+    assert "got None" not in text and "missing" not in text and "not found" not in text, text
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_sequential_memory_checks_every_graph_before_sampling(toy, tmp_path):
+    """A decoder file that cannot load (same size, so only the hash would tell, and --skip-checksums skips it)
+    is refused before the first graph runs, also when graphs load stage by stage (--memory sequential)."""
+    folder = _tampered(toy, tmp_path, lambda m, f: None)
+    decoder = folder / "onnx" / "vae_decoder.onnx"
+    size = decoder.stat().st_size
+    decoder.write_bytes((b"not an onnx graph " * (size // 18 + 1))[:size])
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", folder, image(), "-o", out, "--backend", "onnxruntime", "--memory",
+                            "sequential", "--skip-checksums", "--steps", "3"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr, "vae_decoder.onnx is not a readable onnx graph", "breaks at byte 0")
+    assert "graphs loaded" not in r.stderr, "it sampled before finding the broken decoder"
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_only_protobuf_model_files_are_walked(toy, tmp_path):
+    """MindSpore Lite's .ms model files are flatbuffers: the protobuf check is for ONNX and MindIR files only."""
+    from runtime.manifest import Manifest, protobuf_break, sha256_file
+
+    def edit(m, folder):
+        (folder / "mslite").mkdir()
+        m["graphs"]["mslite"] = {}
+        for name, entry in m["graphs"]["onnx"].items():
+            ms = folder / "mslite" / f"{name}.ms"
+            ms.write_bytes(b"\x18\x00\x00\x00MSL2" + bytes(64))        # a flatbuffer's root offset and id
+            m["graphs"]["mslite"][name] = dict(entry, model_file=f"mslite/{name}.ms", files=[
+                {"path": f"mslite/{name}.ms", "sha256": sha256_file(ms), "bytes": ms.stat().st_size}])
+
+    folder = _tampered(toy, tmp_path, edit)
+    assert protobuf_break(folder / "mslite" / "unet.ms") is not None                  # not a protobuf
+    Manifest.load(folder).verify_files("mslite")
+    assert protobuf_break(folder / "onnx" / "unet.onnx") is None
 
 
 # -------------------------------------------------------------------------------- 6. the smaller rough edges
@@ -560,22 +701,53 @@ def test_corrupt_checkpoints(oracle, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
-def test_non_finite_checkpoint_tensor_is_named(oracle, tmp_path):
+@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN"), (np.inf, "1 Inf")])
+def test_non_finite_checkpoint_tensor_is_named(oracle, tmp_path, value, count):
+    """A bad checkpoint exits 2 (the export's documented status), also when found while loading it."""
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(ckpt(oracle)))
     name = next(k for k in sorted(tensors) if k.startswith("conditioner.embedders.0.open_clip.model.visual."))
     tensors[name] = tensors[name].copy()
-    tensors[name].flat[0] = np.nan
+    tensors[name].flat[0] = value
     bad = tmp_path / "nan.safetensors"
     save_file(tensors, str(bad))
     out = tmp_path / "out"
     t0 = time.monotonic()
     r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", bad, "-o", out, "--resolution", RESOLUTION, "--formats",
                            "onnx", "--parity", "off"], tmp_path)
-    assert r.returncode == 1, r.stderr[-3000:]
-    one_error(r.stderr, f"tensor {name!r} is not finite", "1 NaN")
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, f"tensor {name!r} is not finite", count)
     assert time.monotonic() - t0 < 60
+    assert_nothing_partial(tmp_path, out)
+
+
+def test_second_export_to_the_same_folder_exits_2(oracle, tmp_path):
+    """Another live export writing the destination (its staging folder, owned by a live process: this one) is a
+    bad destination: exit 2, found before any work, and its folder left alone."""
+    out = tmp_path / "out"
+    other = tmp_path / f".out.partial-{os.getpid()}-abcd1234"
+    other.mkdir()
+    r = run_cli("export", export_args(oracle, out), tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, f"another export (process {os.getpid()}) is writing")
+    assert "[1/4]" not in r.stderr
+    assert other.is_dir() and not out.exists()
+
+
+def test_extra_checkpoint_key_is_named_without_a_wrong_hint(oracle, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(ckpt(oracle)))
+    tensors["model.diffusion_model.extra.weight"] = np.zeros(3, np.float32)
+    extra = tmp_path / "extra.safetensors"
+    save_file(tensors, str(extra))
+    out = tmp_path / "out"
+    r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", extra, "-o", out], tmp_path)
+    assert r.returncode == 2, r.stderr
+    text = one_error(r.stderr, "1 unexpected tensor(s)", "'model.diffusion_model.extra.weight', which it does not "
+                                                         "define")
+    assert "pass -c sv3d_u_tiny" not in text, text                  # that is what was passed
     assert_nothing_partial(tmp_path, out)
 
 
@@ -620,4 +792,153 @@ def test_corrupt_image(toy, tmp_path):
     assert r.returncode == 1
     one_error(r.stderr, "bad.png")
     assert not out.exists()
+    assert_nothing_partial(tmp_path, out)
+
+
+# ------------------------------------------------------------------------------ 7. the Python API, as the CLI
+
+
+@pytest.mark.parametrize("threads", ["4", -3, 1000, 2.0, True])
+def test_api_threads_are_bounded_as_the_cli(toy, threads):
+    from runtime import SV3DPipeline, SV3DError
+
+    with pytest.raises(SV3DError, match=rf"invalid threads: expected an integer in \[0, {usable_cpus()}\]"):
+        SV3DPipeline.from_export(toy, backend="onnxruntime", threads=threads)
+
+
+@pytest.mark.parametrize("folder, needle", [(123, "invalid export folder: expected a folder path"),
+                                            ("", "invalid export folder"),
+                                            (None, "invalid export folder")])
+def test_api_from_export_refuses_what_is_not_a_path(folder, needle):
+    from runtime import GraphError, SV3DPipeline
+
+    with pytest.raises(GraphError, match=needle):
+        SV3DPipeline.from_export(folder, backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def pipe(toy):
+    from runtime import SV3DPipeline
+
+    return SV3DPipeline.from_export(toy, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(num_steps="2"), "invalid number of steps: expected an integer in [1, 1000], got '2'"),
+    (dict(num_steps=2.0), "invalid number of steps: expected an integer in [1, 1000], got 2.0"),
+    (dict(min_scale="1"), "invalid min_scale: expected a number, got '1'"),
+    (dict(max_scale=b"2"), "invalid max_scale: expected a number, got b'2'"),
+    (dict(min_scale=True), "invalid min_scale: expected a number, got True"),
+])
+def test_api_options_refuse_strings_and_say_so(pipe, kwargs, needle):
+    from runtime import SV3DError
+
+    with pytest.raises(SV3DError) as e:
+        pipe.generate(image(), **kwargs)
+    assert needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("elevation, preset", [("10", None), (["10"] * 21, None), ("10", "dynamic"),
+                                               (True, None), ([10, None], None)])
+def test_api_orbit_refuses_strings(elevation, preset):
+    from configs import load_config
+    from runtime import OrbitError
+    from runtime.orbits import build_orbit, make_orbit
+
+    with pytest.raises(OrbitError, match="elevation must be numbers: expected degrees"):
+        build_orbit(load_config("sv3d_p_tiny"), 21, elevation=elevation, preset=preset)
+    if preset is None:
+        with pytest.raises(OrbitError, match="elevation must be numbers"):
+            make_orbit(21, elevation=elevation)
+
+
+@pytest.mark.parametrize("kind", ["complex", "string", "object"])
+def test_api_noise_must_be_real_numbers(pipe, kind):
+    import warnings
+
+    from runtime import SV3DError
+
+    good = {"cond_noise": np.zeros(pipe.image_shape, np.float32),
+            "latent_noise": np.zeros(pipe.latent_shape, np.float32)}
+    bad = {"complex": np.zeros(pipe.latent_shape, np.complex64), "string": "noise",
+           "object": np.full(pipe.latent_shape, None)}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # not a ComplexWarning and a run on the real part
+        with pytest.raises(SV3DError, match="latent_noise must be real numbers: expected a float32 array"):
+            pipe.generate(image(), noise=dict(good, latent_noise=bad))
+
+
+@pytest.fixture(scope="module")
+def one_result(pipe):
+    return pipe.generate(image(), num_steps=1)
+
+
+@pytest.mark.parametrize("where, name, needle", [
+    ("out", "../escape", "invalid result name: expected a plain name"),
+    ("out", "a/b", "invalid result name"),
+    ("out", "", "invalid result name"),
+    ("out", ".", "invalid result name"),
+    ("", "x", "invalid output folder: expected a folder path, got ''"),
+    ("out", "x", "invalid fps: expected an integer in [1, 240], got 0"),            # the CLI's --fps bound
+])
+def test_api_write_result_refuses_bad_names_and_leaves_no_folder(one_result, tmp_path, monkeypatch, where, name,
+                                                                 needle):
+    from runtime import OutputError, write_result
+
+    monkeypatch.chdir(_cwd(tmp_path))
+    out = tmp_path / "new" / where if where else where
+    with pytest.raises(OutputError) as e:
+        write_result(one_result, out, name, fps=0 if "fps" in needle else 10)
+    assert needle in str(e.value), str(e.value)
+    assert not (tmp_path / "new").exists(), "an empty output folder was left"
+    assert list(_cwd(tmp_path).iterdir()) == []
+
+
+def test_api_write_result_failure_removes_the_folders_it_made(one_result, tmp_path, monkeypatch):
+    import runtime.outputs as outputs
+    from runtime import OutputError, write_result
+
+    def broken(path, frames, fps):
+        raise RuntimeError("ffmpeg failed")
+
+    monkeypatch.setattr(outputs, "write_mp4", broken)
+    with pytest.raises(OutputError, match="ffmpeg failed"):
+        write_result(one_result, tmp_path / "new" / "deeper", "chair")
+    assert not (tmp_path / "new").exists()
+
+
+def test_dotted_image_names_give_plain_result_names(toy, tmp_path):
+    """"..png" (stem "."), "...png" (stem "..") and ".hidden.png": no hidden folder, no "..mp4"."""
+    names = ["..png", "...png", ".hidden.png"]
+    for n in names:
+        shutil.copy(image(), tmp_path / n)
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, *[tmp_path / n for n in names], "-o", out, "--steps", "1", "--quiet",
+                            "--backend", "onnxruntime"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["hidden", "image", "image_1"]
+    assert (out / "image" / "image.mp4").is_file() and (out / "hidden" / "hidden.mp4").is_file()
+
+
+@pytest.mark.parametrize("module", ["runtime", "export"])
+def test_empty_output_path_is_refused(toy, oracle, tmp_path, module):
+    """-o '' is not the working directory."""
+    if module == "runtime":
+        r = run_cli("runtime", ["--graphs", toy, image(), "-o", "", "--steps", "1"], tmp_path)
+        assert r.returncode == 1, r.stderr
+        one_error(r.stderr, "invalid -o/--output: expected a folder path, got ''")
+    else:
+        r = run_cli("export", ["-c", "sv3d_u_tiny", "-k", ckpt(oracle), "-o", ""], tmp_path)
+        assert r.returncode == 2, r.stderr
+        one_error(r.stderr, "invalid -o/--out: expected a folder path, got ''")
+    assert list(_cwd(tmp_path).iterdir()) == []
+
+
+def test_export_seed_is_checked_up_front(oracle, tmp_path):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = run_cli("export", export_args(oracle, out, "--seed", "-1"), tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    one_error(r.stderr, "invalid --seed: expected an integer >= 0", "got -1")
+    assert "[1/4]" not in r.stderr and time.monotonic() - t0 < 30       # before any graph
     assert_nothing_partial(tmp_path, out)

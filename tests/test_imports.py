@@ -19,7 +19,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PACKAGES = ("configs", "models", "runtime", "export", "benchmarks")
 

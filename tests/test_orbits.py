@@ -70,15 +70,16 @@ def test_dynamic_preset(cond):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(elevation=[10.0] * 5), r"wrong number of elevations: expected 1 or 21 values, got 5 values"),
-    (dict(elevation=10.0, azimuths=[0.0] * 20), r"wrong number of azimuths: expected 21 values, got 20 values"),
-    (dict(elevation=10.0, azimuths=5.0), r"azimuths_deg must be a sequence"),
-    (dict(elevation=float("nan")), r"elevations_deg must be finite: got nan at index 0"),
-    (dict(elevation=10.0, azimuths=[0.0] * 20 + [float("inf")]), r"azimuths_deg must be finite: got inf at index 20"),
+    (dict(elevation=[10.0] * 5), r"wrong number of values for elevation: expected 1 or 21 values, got 5 values"),
+    (dict(elevation=10.0, azimuths=[0.0] * 20),
+     r"wrong number of values for azimuths: expected 21 values, got 20 values"),
+    (dict(elevation=10.0, azimuths=5.0), r"azimuths must be a sequence"),
+    (dict(elevation=float("nan")), r"elevation must be finite: got nan at index 0"),
+    (dict(elevation=10.0, azimuths=[0.0] * 20 + [float("inf")]), r"azimuths must be finite: got inf at index 20"),
     (dict(elevation=[10.0] * 20 + [95.0]),
      r"elevation out of range: expected degrees in \[-90, 90\], got frame 20: 95"),
     (dict(elevation=-91.0), r"elevation out of range.*frame 0: -91.*\(\+16 more\)"),
-    (dict(elevation="high"), r"elevations_deg must be numbers"),
+    (dict(elevation="high"), r"elevation must be numbers"),
     (dict(elevation=[[10.0] * 21]), r"must be a flat list: expected 1-D, got shape \(1, 21\)"),
     (dict(), r"no elevation given and no default elevation"),
 ])

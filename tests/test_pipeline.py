@@ -334,9 +334,9 @@ def test_orbits(case_data):
     assert r.orbit == dyn
     with pytest.raises(OrbitError, match="elevation out of range"):
         p.make_orbit(elevation=95.0)
-    with pytest.raises(OrbitError, match="wrong number of azimuths"):
+    with pytest.raises(OrbitError, match="wrong number of values for azimuths"):
         p.make_orbit(azimuths=[0.0, 10.0])
-    with pytest.raises(OrbitError, match="wrong number of elevations"):
+    with pytest.raises(OrbitError, match="wrong number of values for elevation"):
         p.make_orbit(elevation=[10.0, 20.0])
     with pytest.raises(OrbitError, match="sets its own azimuths"):
         p.make_orbit(azimuths=list(range(T)), preset="dynamic")
