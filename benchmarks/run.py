@@ -223,14 +223,13 @@ def child_main(argv: List[str]) -> int:
 
 
 def _skip_reason(backend: str, manifest) -> Optional[str]:
-    from runtime.backends import backend_available, backend_format
+    """Why `backend` cannot run this export (the runtime's own answer: resolve_backend), or None."""
+    from runtime.backends import BackendError, resolve_backend
 
-    ok, why = backend_available(backend)
-    if not ok:
-        return why
-    fmt = backend_format(backend, manifest)
-    if fmt not in manifest.formats():
-        return f"the export has no {fmt} graphs (it has {list(manifest.formats())})"
+    try:
+        resolve_backend(backend, manifest)
+    except BackendError as e:
+        return str(e)
     return None
 
 
