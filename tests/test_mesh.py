@@ -168,7 +168,7 @@ def test_cli_errors_exit_1_and_write_nothing(scene, tmp_path, capsys):
     assert main([str(tmp_path), "-o", str(tmp_path / "m")]) == 1
     assert "not a result folder" in capsys.readouterr().err
     assert main([str(scene), "-o", str(tmp_path / "m"), "--azimuths", "0", "90"]) == 1
-    assert "wrong number of azimuths: expected 21 values, got 2 values" in capsys.readouterr().err
+    assert "wrong number of values for azimuths: expected 21 values, got 2 values" in capsys.readouterr().err
     assert main([str(scene), "-o", str(tmp_path / "m"), "--resolution", "5"]) == 1
     assert "invalid --resolution" in capsys.readouterr().err
     assert main([str(scene), "-o", str(tmp_path / "m"), "--fov", "200"]) == 1
