@@ -42,7 +42,9 @@ from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_diffe
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2                  # 2: the typed "runtime" section replaces the unread "constants"
-FORMATS = ("mindir", "onnx", "mslite")
+INT8_FORMAT = "openvino_int8"       # OpenVINO IR of NNCF-quantized graphs (export/int8.py), only these:
+INT8_GRAPHS = ("unet",)
+FORMATS = ("mindir", "onnx", "mslite", INT8_FORMAT)
 PROTOBUF_FORMATS = ("mindir", "onnx")     # model files that are one protobuf message (mslite's .ms: a flatbuffer)
 _HASH_BLOCK = 16 * 1024 * 1024
 _VARINT_MAX_BYTES = 10

@@ -36,7 +36,7 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..manifest import GraphEntry, Manifest
+from ..manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, Manifest
 from ..specs import GRAPH_NAMES, GraphSpec, TensorSpec
 from .base import (DEVICES, PRECISIONS, BackendError, BaseRunner, DeviceSpec, EngineTensor, RunOptions,
                    check_engine_inputs, graph_input_name)
@@ -154,6 +154,24 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
                        hint="install openvino or onnxruntime (ONNX graphs), or mindspore / mindspore_lite (MindIR graphs)")
 
 
+def graph_entry(manifest: Manifest, backend: str, graph_name: str,
+                options: Optional[RunOptions] = None) -> GraphEntry:
+    """The manifest entry a concrete backend loads for a graph: the one of the format it reads, except that
+    ``--precision int8`` on openvino loads the export's int8 graphs (INT8_FORMAT) where it has them."""
+    precision = (options or RunOptions()).precision
+    if precision == "int8":
+        if backend != "openvino":
+            raise BackendError(f"precision int8 runs on the openvino backend only, not {backend}",
+                               hint="use --backend openvino, or another --precision")
+        if graph_name in INT8_GRAPHS:
+            if graph_name not in manifest.graphs.get(INT8_FORMAT, {}):
+                raise BackendError(f"the export at {manifest.root} has no int8 {graph_name}", expected=INT8_FORMAT,
+                                   got=list(manifest.formats()),
+                                   hint=f"add it with python -m export.int8 --graphs {manifest.root}")
+            return manifest.entry(INT8_FORMAT, graph_name)
+    return manifest.entry(backend_format(backend, manifest), graph_name)
+
+
 def _backend_module(name: str):
     backend_format(name)
     return importlib.import_module(f"{__name__}.{_REGISTRY[name][1]}")
@@ -168,7 +186,7 @@ def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", de
     """
     name = resolve_backend(backend, manifest, device)
     dev = DeviceSpec(device, device_id)
-    entry = manifest.entry(backend_format(name, manifest), graph_name)
+    entry = graph_entry(manifest, name, graph_name, options)
     if verify:
         manifest.verify_files(entry.format, names=(graph_name,), checksums=checksums)
     module = _backend_module(name)
@@ -191,7 +209,7 @@ class OnDemandRunner:
 
     def __init__(self, manifest: Manifest, graph_name: str, *, backend: str, device: str, device_id: int,
                  options: RunOptions) -> None:
-        self.spec = manifest.entry(backend_format(backend, manifest), graph_name).spec
+        self.spec = graph_entry(manifest, backend, graph_name, options).spec
         self._args = (manifest, graph_name)
         self._kw = dict(backend=backend, device=device, device_id=device_id, options=options, verify=False)
         self._runner: Optional[BaseRunner] = None
@@ -248,7 +266,8 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
     name = resolve_backend(backend, manifest, device)
     names = tuple(names)
     if verify:
-        manifest.verify_files(backend_format(name, manifest), names=names, checksums=checksums)
+        for g in names:
+            manifest.verify_files(graph_entry(manifest, name, g, options).format, names=(g,), checksums=checksums)
     if on_demand:
         return {g: OnDemandRunner(manifest, g, backend=name, device=device, device_id=device_id,
                                   options=options or RunOptions()) for g in names}
@@ -258,5 +277,5 @@ def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
            "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "graph_input_name",
-           "check_engine_inputs", "backend_format", "backend_formats", "backend_available", "resolve_backend", "load_graph",
+           "check_engine_inputs", "backend_format", "backend_formats", "graph_entry", "backend_available", "resolve_backend", "load_graph",
            "load_graphs", "load_file", "is_importable"]

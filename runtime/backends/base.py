@@ -17,7 +17,7 @@ from ..specs import GraphSpec, TensorSpec
 
 DEVICES = ("cpu", "cuda", "ascend")
 CACHE_ENV = "SV3D_CACHE_DIR"     # the root of every engine's cache (OpenVINO blobs, the MindSpore Lite engine)
-PRECISIONS = ("auto", "f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16", "int8")     # int8: openvino only, the export's openvino_int8 UNet
 
 
 class BackendError(SV3DError):
@@ -45,7 +45,7 @@ class RunOptions:
     # onnxruntime_backend.memory_plan decides (reuse off and arena on for the UNet, the opposite elsewhere).
     memory_reuse: Optional[bool] = None
     cpu_mem_arena: Optional[bool] = None
-    # openvino: f32 | bf16 | auto (bf16 where the CPU has it natively); see openvino_backend.py
+    # openvino: f32 | bf16 | int8 | auto (bf16 where the CPU has it natively); see openvino_backend.py
     precision: str = "auto"
     # openvino: compiled-model cache folder; None = the default ($SV3D_CACHE_DIR/openvino or
     # ~/.cache/sv3d-runtime/openvino), "" = no cache

@@ -9,6 +9,10 @@ optimisation capabilities (AMX or AVX512_BF16), else f32. The reduced precision 
 many times (REDUCED_PRECISION_GRAPHS: the UNet every step, the decoder per chunk); CLIP and the VAE encoder run
 once per image and stay f32, which keeps the conditioning exact at a cost of about a second.
 
+``int8`` (opt-in) runs the export's NNCF-quantized UNet (format ``openvino_int8``, added by ``python -m
+export.int8``): its int8 MatMuls and convolutions on AMX-INT8 / VNNI, the rest of it, and the decoder, as in
+``auto``. Its error is larger than bf16's (benchmarks/README.md); it is never chosen by ``auto``.
+
 Compiled models are cached (OpenVINO's ``CACHE_DIR``, keyed by the file and the compile properties): the first
 load compiles, later loads of the same file read the blob. RunOptions.cache_dir, else ``$SV3D_CACHE_DIR/openvino``,
 else ``~/.cache/sv3d-runtime/openvino``; an empty string turns caching off.
@@ -24,6 +28,7 @@ import numpy as np
 from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, cache_root, check_engine_inputs
 from .onednn import without_our_cap
 from ..errors import GraphError
+from ..manifest import INT8_GRAPHS
 from ..specs import GRAPH_ROLES, dtype_where
 
 REDUCED_PRECISION_GRAPHS = tuple(r.name for r in GRAPH_ROLES.values() if r.repeated)
@@ -73,8 +78,8 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(requested: str) -> str:
-    """``auto`` -> bf16 where the CPU supports it natively, else f32; ``f32``/``bf16`` as given (bf16 refused on
-    CPUs without it: OpenVINO would silently fall back to f32 and the user's benchmark would lie)."""
+    """``auto`` -> bf16 where the CPU supports it natively, else f32; ``f32``/``bf16``/``int8`` as given (bf16
+    refused on CPUs without it: OpenVINO would silently fall back to f32 and the user's benchmark would lie)."""
     if requested not in PRECISIONS:
         raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(requested))
     if requested == "auto":
@@ -86,7 +91,10 @@ def resolve_precision(requested: str) -> str:
 
 
 def graph_precision(graph_name: str, requested: str) -> str:
-    """The precision a graph runs at: the resolved precision for REDUCED_PRECISION_GRAPHS, f32 for the others."""
+    """The precision a graph runs at: the resolved precision for REDUCED_PRECISION_GRAPHS, f32 for the others;
+    with int8, int8 for the quantized graphs and ``auto``'s choice for the other repeated ones."""
+    if requested == "int8":
+        return "int8" if graph_name in INT8_GRAPHS else graph_precision(graph_name, "auto")
     resolved = resolve_precision(requested)
     return resolved if graph_name in REDUCED_PRECISION_GRAPHS else "f32"
 
@@ -95,6 +103,25 @@ def cache_dir(options: RunOptions) -> Optional[Path]:
     if options.cache_dir is not None:
         return Path(options.cache_dir).expanduser() if options.cache_dir else None
     return cache_root() / "openvino"
+
+
+def compile_properties(graph_name: str, options: RunOptions) -> dict:
+    """The CPU plugin's compile properties for one graph: its precision, the latency hint (one request at a time,
+    every core on it), the thread count and the cache folder (benchmarks/openvino_profile.py compiles with these).
+
+    The cache folder is per inference precision: OpenVINO 2026.4's cache key leaves INFERENCE_PRECISION_HINT out,
+    so a bf16 compile of a file compiled in f32 before loaded the f32 blob and ran it wrongly (0.15 relative L2
+    on the tiny UNet; tests/test_openvino_cache.py)."""
+    precision = graph_precision(graph_name, options.precision)
+    # an int8 graph's int8 comes from its FakeQuantize nodes; the hint sets what the rest of it runs at
+    hint = graph_precision(graph_name, "auto") if precision == "int8" else precision
+    props = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    if options.intra_op_threads:
+        props["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
+    folder = cache_dir(options)
+    if folder is not None:
+        props["CACHE_DIR"] = str(folder / hint)
+    return props
 
 
 class OpenVINORunner(BaseRunner):
@@ -134,11 +161,9 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINOR
         warnings.warn(f"graph {entry.spec.name} is in the plain ONNX form: OpenVINO merges its spelled-out GroupNorm "
                       f"means into one naive reduction, which loses ~5e-4 relative precision at 576 px; export "
                       f"with the default --onnx-form fused for OpenVINO", RuntimeWarning, stacklevel=2)
+    props = compile_properties(entry.spec.name, options)
     precision = graph_precision(entry.spec.name, options.precision)
-    props = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-    if options.intra_op_threads:
-        props["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
-    folder = cache_dir(options)
+    folder = Path(props["CACHE_DIR"]) if "CACHE_DIR" in props else None
     ov_core = core()
     if folder is not None:
         try:
@@ -146,7 +171,6 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINOR
         except OSError as e:
             raise BackendError(f"cannot create the OpenVINO cache folder: {e.strerror}", path=folder,
                                hint="pass --cache-dir DIR (or '' to turn the cache off)") from None
-        props["CACHE_DIR"] = str(folder)
     before = _blobs(folder)
     try:
         compiled = ov_core.compile_model(path, "CPU", props)

@@ -1,0 +1,184 @@
+"""An opt-in int8 UNet for OpenVINO on AMX-INT8, calibrated on the model's own sampling trajectory.
+
+    python -m export.int8 --graphs DIR [--images A.png B.png ...] [--steps 4] [--mode w8a8|hybrid] [--seed 0]
+
+adds ``openvino_int8/unet.xml`` (+ ``.bin``) to an existing export and records it in the manifest (format
+``openvino_int8``, form ``nncf-<mode>``, the calibration under ``parity.int8``); ``python -m runtime --backend
+openvino --precision int8`` then runs it, with the other graphs as in bf16.
+
+Calibration data: the UNet inputs of real runs. Each image goes through the export's own pipeline (OpenVINO, f32
+UNet) for ``steps`` Euler steps of the EDM schedule; every UNet call's feeds (x, timesteps, context, y), from
+sigma_max down to sigma_min, is one calibration sample. With real weights that is what the activations look like;
+random inputs are not (they miss the conditioning's structure and the noise levels' ranges).
+
+Modes (NNCF post-training quantization of the OpenVINO model read from the export's ONNX):
+  w8a8    every MatMul and Convolution with int8 weights (per channel) and int8 activations (per tensor),
+          ``ModelType.TRANSFORMER`` (softmax, norms and attention's own matmuls stay in floating point);
+  hybrid  the scheme of NNCF's diffusion notebooks: int8 weights everywhere, int8 activations only for the
+          convolutions; the linear layers' activations stay bf16 (smaller error, less speed).
+
+The result's error against the f32 graph on the calibration samples is recorded; the end-to-end error against the
+official code is the tests' business (tests/test_int8.py) and benchmarks/README.md's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from runtime.manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, GraphFile, Manifest, sha256_file
+from runtime.specs import GraphSpec
+
+(INT8_GRAPH,) = INT8_GRAPHS
+MODES = ("w8a8", "hybrid")
+DEFAULT_STEPS = 4
+SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
+
+
+class _Recorder:
+    """A UNet runner that keeps a copy of every feed it is given."""
+
+    def __init__(self, runner, feeds: List[Dict[str, np.ndarray]]):
+        self.runner, self.feeds, self.spec = runner, feeds, runner.spec
+
+    def run(self, feeds):
+        self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.runner.run(feeds)
+
+
+class _NoDecoder:
+    """Stands in for the VAE decoder during calibration: zeros of its output shapes (the frames are not used)."""
+
+    def __init__(self, spec: GraphSpec):
+        self.spec = spec
+
+    def run(self, feeds):
+        return {t.name: np.zeros(t.shape, np.float32) for t in self.spec.outputs}
+
+
+def calibration_feeds(folder, images: Sequence, steps: int = DEFAULT_STEPS, seed: int = 0,
+                      threads: int = 0, cache_dir: Optional[str] = None) -> List[Dict[str, np.ndarray]]:
+    """The UNet feeds of `steps`-step runs of the export's pipeline on each image (OpenVINO, UNet in f32)."""
+    from runtime import SV3DPipeline
+
+    pipe = SV3DPipeline.from_export(folder, backend="openvino", precision="f32", threads=threads,
+                                    cache_dir=cache_dir)
+    feeds: List[Dict[str, np.ndarray]] = []
+    pipe.runners["unet"] = _Recorder(pipe.runners["unet"], feeds)
+    pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
+    for i, image in enumerate(images):
+        pipe.generate(image, num_steps=steps, seed=seed + i)
+    return feeds
+
+
+def quantize(onnx_path: str, feeds: List[Dict[str, np.ndarray]], mode: str = "w8a8"):
+    """The NNCF-quantized OpenVINO model of the ONNX graph at `onnx_path`, calibrated on `feeds`."""
+    import nncf
+    import openvino as ov
+
+    if mode not in MODES:
+        raise ValueError(f"int8 mode must be one of {MODES}, got {mode!r}")
+    model = ov.Core().read_model(onnx_path)
+    dataset = nncf.Dataset(feeds)
+    kind = nncf.ModelType.TRANSFORMER
+    if mode == "w8a8":
+        return nncf.quantize(model, dataset, model_type=kind, preset=nncf.QuantizationPreset.MIXED,
+                             subset_size=len(feeds))
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
+                                       ignored_scope=nncf.IgnoredScope(types=["Convolution"]))
+    return nncf.quantize(compressed, dataset, model_type=kind, preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(feeds), ignored_scope=nncf.IgnoredScope(types=["MatMul"]))
+
+
+def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output: str) -> List[float]:
+    """Relative L2 of the int8 model (OpenVINO, bf16 elsewhere) against the f32 graph, per sample."""
+    from runtime.backends.openvino_backend import core
+
+    ref = core().compile_model(onnx_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    q = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    errors = []
+    for f in feeds:
+        a = np.asarray(ref(f)[output], np.float64)
+        b = np.asarray(q(f)[output], np.float64)
+        errors.append(float(np.linalg.norm(b - a) / np.linalg.norm(a)))
+    return errors
+
+
+def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: str = "w8a8", seed: int = 0,
+             threads: int = 0, check: bool = True, progress=print) -> Manifest:
+    """Quantize the export's UNet and add it to the export (written aside, then moved in; manifest last)."""
+    import nncf
+    import openvino as ov
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    source = manifest.entry("onnx", INT8_GRAPH)
+    images = list(images) or [str(SAMPLE_IMAGE)]
+    t0 = time.perf_counter()
+    feeds = calibration_feeds(folder, images, steps, seed, threads)
+    capture_s = time.perf_counter() - t0
+    progress(f"calibration: {len(feeds)} UNet calls from {len(images)} image(s) x {steps} steps ({capture_s:.1f} s)")
+    onnx_path = str(manifest.path_of(source.model_file))
+    t0 = time.perf_counter()
+    model = quantize(onnx_path, feeds, mode)
+    quantize_s = time.perf_counter() - t0
+    progress(f"quantized ({mode}) in {quantize_s:.1f} s")
+    errors = int8_error(onnx_path, model, feeds, source.spec.output_names[0]) if check else []
+    if errors:
+        progress(f"int8 UNet against f32 on the calibration samples: rel L2 median {np.median(errors):.3g}, "
+                 f"max {max(errors):.3g}")
+    staging = folder / f".{INT8_FORMAT}.partial"
+    final = folder / INT8_FORMAT
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        ov.save_model(model, str(staging / f"{INT8_GRAPH}.xml"), compress_to_fp16=False)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = tuple(GraphFile(f"{INT8_FORMAT}/{p.name}", sha256_file(p), p.stat().st_size)
+                  for p in sorted(final.iterdir()))
+    entry = GraphEntry(source.spec, INT8_FORMAT, f"{INT8_FORMAT}/{INT8_GRAPH}.xml", files, form=f"nncf-{mode}")
+    graphs = {**manifest.graphs, INT8_FORMAT: {INT8_GRAPH: entry}}
+    parity = {**manifest.parity, "int8": {
+        "graph": INT8_GRAPH, "mode": mode, "images": [Path(i).name for i in images], "steps": steps, "seed": seed,
+        "samples": len(feeds), "capture_s": capture_s, "quantize_s": quantize_s,
+        "rel_l2_vs_f32": {"median": float(np.median(errors)), "max": max(errors)} if errors else None}}
+    tools = {**manifest.tools, "nncf": nncf.__version__, "openvino": ov.get_version()}
+    updated = replace(manifest, graphs=graphs, parity=parity, tools=tools)
+    tmp = folder / "manifest.json.partial"
+    tmp.write_text(json.dumps(updated.to_dict(), indent=1) + "\n")
+    os.replace(tmp, folder / "manifest.json")
+    return Manifest.load(folder)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.int8", description=__doc__.splitlines()[0])
+    p.add_argument("--graphs", required=True, help="export folder (manifest.json) with the ONNX UNet")
+    p.add_argument("--images", nargs="*", default=[], help=f"calibration images (default: {SAMPLE_IMAGE.name})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Euler steps per calibration run")
+    p.add_argument("--mode", choices=MODES, default="w8a8")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-check", action="store_true", help="skip the error measurement against the f32 graph")
+    a = p.parse_args(argv)
+    if a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
+    missing = [i for i in a.images if not Path(i).is_file()]
+    if missing:
+        p.error(f"calibration image(s) not found: {missing}")
+    add_int8(a.graphs, a.images, a.steps, a.mode, a.seed, a.threads, check=not a.no_check)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
