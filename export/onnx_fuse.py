@@ -16,7 +16,10 @@ This pass, run on the written file, replaces
               -> LayerNormalization (opset 17);
   groupnorm   models.layers.GroupNorm's staged means over (N, G, R, H, W) -> two MatMuls with 1/n columns
               each (precise on every engine, see _fuse_groupnorm; no engine has a precise fused GroupNorm on
-              the CPU: ONNX Runtime's InstanceNormalization and OpenVINO's MVN both lose 3-6e-4 per 576 px group).
+              the CPU: ONNX Runtime's InstanceNormalization and OpenVINO's MVN both lose 3-6e-4 per 576 px group);
+  geglu_split the GEGLU projection Gemm(x, W[2I]) read by two Slices -> two Gemms of I outputs (bit-identical;
+              no (B, L, 2I) tensor: -0.95 GB peak per 576 px UNet call on OpenVINO bf16, time unchanged,
+              benchmarks/README.md section 8).
 
 and, for engines whose ONNX importers are stricter (the MindSpore Lite 2.0 converter), two clean-ups:
 
@@ -50,10 +53,10 @@ import numpy as np
 
 TARGET_OPSET = 17
 MS_DOMAIN = "com.microsoft"
-FUSIONS = ("attention", "gelu", "layernorm", "groupnorm", "identity_slice", "conv_attributes")
+FUSIONS = ("attention", "gelu", "layernorm", "groupnorm", "geglu_split", "identity_slice", "conv_attributes")
 # the ONNX form each target engine reads: the rewrites that make it (module docstring); recorded per graph in the
 # manifest (GraphEntry.form)
-FORMS = {"fused": ("attention", "gelu", "layernorm", "groupnorm"),
+FORMS = {"fused": ("attention", "gelu", "layernorm", "groupnorm", "geglu_split"),
          "mslite": ("gelu", "groupnorm", "identity_slice", "conv_attributes"),
          "plain": ()}
 CONV_DEFAULTS = ("strides", "dilations")     # each an int per spatial axis, default 1
@@ -540,6 +543,52 @@ def _explicit_conv_attributes(node, report: FuseReport) -> bool:
     return True
 
 
+def _slice_range(node, rank: int) -> Optional[Tuple[int, int]]:
+    """(start, end) of a Slice that cuts only the last axis of a rank-`rank` tensor with step 1; else None."""
+    args = [const_array(v) if v is not None else None for v in node.inputs[1:]]
+    if len(args) < 3 or any(a is None or a.size != 1 for a in args[:3]):
+        return None
+    start, end, axis = (int(a.reshape(())) for a in args[:3])
+    step = int(args[3].reshape(())) if len(args) > 3 and args[3] is not None and args[3].size == 1 else 1
+    if axis not in (-1, rank - 1) or step != 1:
+        return None
+    return start, end
+
+
+def _split_geglu(graph, gemm, report: FuseReport) -> bool:
+    """models.unet_blocks.GEGLU: h = Reshape(Gemm(x, W, b, transB=1), [B, L, 2I]) read only by two Slices, h[..., :I]
+    (the value) and h[..., I:] (the gate). The Gemm is cut into two, (x W[:I]^T + b[:I]) and (x W[I:]^T + b[I:]),
+    each reshaped to (B, L, I): the same arithmetic, without the (B, L, 2I) tensor that engines split with a copy
+    (OpenVINO's VariadicSplit ran 3.6 s of a 63 s 576 px UNet call in a reference kernel)."""
+    w, bias = (const_array(v) for v in gemm.inputs[1:3]) if len(gemm.inputs) == 3 else (None, None)
+    attrs = {k: v.value for k, v in gemm.attributes.items()}
+    if w is None or bias is None or w.ndim != 2 or attrs.get("transA", 0) != 0 or attrs.get("transB", 0) != 1 \
+            or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return False
+    reshape = _only_consumer(gemm.outputs[0], "Reshape")
+    target = const_array(reshape.inputs[1]) if reshape is not None else None
+    if target is None or target.ndim != 1 or int(target[-1]) != w.shape[0] or w.shape[0] % 2:
+        return False
+    inner, rank = w.shape[0] // 2, int(target.size)
+    uses = [u for u, _ in reshape.outputs[0].uses()]
+    if reshape.outputs[0].is_graph_output() or len(uses) != 2 or any(u.op_type != "Slice" or u.domain != ""
+                                                                     for u in uses):
+        return False
+    halves = {_slice_range(u, rank): u for u in uses}
+    value, gate = halves.get((0, inner)), halves.get((inner, 2 * inner))
+    if value is None or gate is None:
+        return False
+    n = report.fused["geglu_split"]
+    b_ = _Builder(graph, gemm, f"geglu_split_{n}")
+    half_shape = [int(d) for d in target[:-1]] + [inner]
+    for sl, rows in ((value, slice(0, inner)), (gate, slice(inner, 2 * inner))):
+        part = b_.node("Gemm", [gemm.inputs[0], b_.const(np.ascontiguousarray(w[rows]), "weight"),
+                                b_.const(np.ascontiguousarray(bias[rows]), "bias")], transA=0, transB=1)
+        _replace(sl.outputs[0], b_.reshape(part, half_shape))
+    report.fused["geglu_split"] += 1
+    return True
+
+
 class _StagedMean:
     """Adapter: the staged mean's last ReduceMean seen as one mean node over the 5D group tensor."""
 
@@ -619,6 +668,8 @@ def fuse_model(model, fusions: Sequence[str] = FORMS["fused"]) -> FuseReport:
             _drop_identity_slice(node, report)
         elif node.op_type == "Conv" and "conv_attributes" in want:
             _explicit_conv_attributes(node, report)
+        elif node.op_type == "Gemm" and "geglu_split" in want:
+            _split_geglu(graph, node, report)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     graph.sort()                 # new nodes may read constants that the exporter placed after their anchor
     model.opset_imports.setdefault(MS_DOMAIN, 1)

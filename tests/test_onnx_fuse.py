@@ -120,6 +120,25 @@ def test_one_fusion_alone(plain_export, tmp_path, only):
     assert rel_l2(_ort(dst, feeds), _ort(src, feeds)) < FUSED_TOL
 
 
+def test_geglu_split_cuts_each_projection_in_two(plain_export, fused, tmp_path):
+    """geglu_split alone on the plain UNet: every GEGLU's (B, L, 2I) projection and its two Slices become two Gemms
+    of I outputs each; the arithmetic is the same per output element, so the result is bit-identical. The fused
+    form includes it."""
+    from export.onnx_fuse import fuse_file
+
+    src = plain_export.root / plain_export.entry("onnx", "unet").model_file
+    dst = tmp_path / "unet_geglu.onnx"
+    report = fuse_file(src, dst, fusions=["geglu_split"])
+    before, after = _ops(src), _ops(dst)
+    n = report.fused["geglu_split"]
+    assert n == before[("", "Abs")] > 0           # one per GELU, and every GELU of the UNet is a GEGLU's
+    assert after[("", "Gemm")] - before[("", "Gemm")] == n
+    assert before[("", "Slice")] - after[("", "Slice")] == 2 * n
+    feeds = plain_export.entry("onnx", "unet").spec.example_inputs(0)
+    np.testing.assert_array_equal(_ort(dst, feeds), _ort(src, feeds))
+    assert fused["unet"][2].fused["geglu_split"] == n
+
+
 def test_unknown_fusion_is_refused(fused, tmp_path):
     from export.onnx_fuse import fuse_file
 
