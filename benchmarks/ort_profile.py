@@ -89,7 +89,7 @@ def profile(model_path: str, graph: str, feeds: Dict[str, "object"], runs: int =
         rows.append({"op": op, "calls_per_run": d["calls"] // runs, "seconds_per_run": sec,
                      "share": d["us"] / total_us if total_us else 0.0, "flops_per_run": d["flops"] // runs,
                      "gflops": (d["flops"] / runs) / sec / 1e9 if d["flops"] and sec else None})
-    return {"model": model_path, "runs": runs, "threads": threads, "arena": arena,
+    return {"model": model_path, "runs": runs, "threads": threads,
             "kernel_seconds_per_run": total_us / 1e6 / runs,
             "flops_seen_per_run": sum(r["flops_per_run"] for r in rows), "by_op": rows}
 

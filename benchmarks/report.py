@@ -34,8 +34,11 @@ def _pct(fraction: Optional[float]) -> str:
 
 
 def _peak_line(kind: str, p: dict) -> str:
+    default = p.get("default_kernel")
     return (f"- {kind} matmul peak measured in this run: {p['op']}, {p['threads']} threads, best of {p['repeats']}: "
-            f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})")
+            f"**{p['gflops_best']:.1f} GFLOP/s** (median {p['gflops_median']:.1f})"
+            + (f", kernel {p['kernel']}" if p.get("kernel") else "")
+            + (f"; OpenBLAS's own choice, {default['kernel']}, ran {default['gflops_best']:.1f}" if default else ""))
 
 
 def header_lines(run: dict) -> List[str]:
@@ -51,7 +54,7 @@ def header_lines(run: dict) -> List[str]:
         f"- load average at start (1/5/15 min): {', '.join(f'{x:.2f}' for x in m['loadavg_1_5_15'] or [])}",
         f"- Python {v['python']}; {engines}",
         _peak_line("fp32", p),
-        *([_peak_line("bf16", b)] if b else []),
+        *[_peak_line(f"OpenVINO {k}", q) for k, q in (run.get("openvino_peaks") or {"bf16": b}).items() if q],
         f"- shapes: resolution {s['resolution']} (latent {run.get('latent_size', '?')}), {s['num_frames']} frames, "
         f"UNet "
         f"batch {s['unet_batch']}, decode chunk {s['decode_chunk']}, dtype {s['dtype']}, attention_chunk "

@@ -45,7 +45,7 @@ ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 ORT_MEMORY_MODS = {"noarena": {"cpu_mem_arena": False}, "arena": {"cpu_mem_arena": True},
                    "reuse": {"memory_reuse": True, "cpu_mem_arena": False},
                    "noreuse": {"memory_reuse": False, "cpu_mem_arena": True}}
-PRECISION_MODS = ("f32", "bf16")                     # openvino@f32 / @bf16 (RunOptions.precision)
+PRECISION_MODS = ("f32", "bf16", "int8")             # openvino@f32 / @bf16 / @int8 (RunOptions.precision)
 CHILD_FLAG = "--child"
 SYNTHETIC_IMAGE_SEED = 0
 
@@ -71,7 +71,7 @@ class BackendRun:
 def parse_backend(spec: str) -> Tuple[str, str, Dict[str, str], Dict[str, bool], str]:
     """A backend with optional @modifiers -> (backend, label, environment, ORT memory-plan options, precision).
 
-    '@f32' / '@bf16' set OpenVINO's precision (RunOptions.precision; default auto).
+    '@f32' / '@bf16' / '@int8' set OpenVINO's precision (RunOptions.precision; default auto).
 
     '@<ISA>' sets oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) for the run: mindspore@AVX2 caps it, mindspore@ALL lifts
     any cap (runtime/backends caps MindSpore at AVX2 unless the variable is set). '@noarena' / '@arena' run ONNX
@@ -278,7 +278,7 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
     on_backend(records so far) is called after every backend, so that partial results can be saved."""
     from runtime import Manifest
 
-    from .peak import machine_info, matmul_peak_openvino, sgemm_peak, versions
+    from .peak import machine_info, openvino_peaks, sgemm_peak, versions
 
     manifest = Manifest.load(graphs_dir)
     unknown = [g for g in graphs if g not in GRAPH_STAGES]
@@ -286,16 +286,19 @@ def benchmark(graphs_dir, backends: List[str], *, threads: int = 0, warmup: int 
         raise ValueError(f"unknown graph(s) {unknown}; expected some of {list(GRAPH_STAGES)}")
     parsed = [parse_backend(b) for b in backends]
     peak = sgemm_peak(peak_n, threads=threads or None)
-    bf16_peak = matmul_peak_openvino(2 * peak_n) if any(p[0] == "openvino" for p in parsed) else None
+    ov_peaks = openvino_peaks(repeats=3) if any(p[0] == "openvino" for p in parsed) else {}
+    bf16_peak = ov_peaks.get("bf16")
     records = [{"record": "run", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(),
-                "versions": versions(), "sgemm_peak": peak, "bf16_peak": bf16_peak, "graphs_dir": str(graphs_dir),
+                "versions": versions(), "sgemm_peak": peak, "bf16_peak": bf16_peak,
+                "openvino_peaks": ov_peaks, "graphs_dir": str(graphs_dir),
                 "variant": manifest.variant, "config_name": manifest.config.get("name", ""),
                 "shapes": manifest.shapes.to_dict(),
                 "latent_size": manifest.runtime.latent_size(manifest.shapes.resolution),
                 "steps": steps, "warmup": warmup, "repeats": repeats,
                 "e2e_repeats": e2e_repeats, "threads": threads, "method": (__doc__ or "").split("Method", 1)[-1]}]
     progress(f"sgemm peak {peak['gflops_best']:.0f} GFLOP/s ({peak['threads']} threads)"
-             + (f", OpenVINO bf16 matmul peak {bf16_peak['gflops_best']:.0f} GFLOP/s" if bf16_peak else "")
+             + "".join(f", OpenVINO {k} matmul peak {v['gflops_best']:.0f} GFLOP/s ({v['kernel']})"
+                       for k, v in ov_peaks.items() if v)
              + f"; load {records[0]['machine']['loadavg_1_5_15']}")
     for name, label, env, memory, precision in parsed:
         why = _skip_reason(name, manifest)
@@ -320,12 +323,15 @@ def add_efficiency(records: List[dict]) -> List[dict]:
     head = next(r for r in records if r["record"] == "run")
     peak = head["sgemm_peak"]["gflops_best"]
     bf16 = (head.get("bf16_peak") or {}).get("gflops_best")
+    int8 = ((head.get("openvino_peaks") or {}).get("int8") or {}).get("gflops_best")
     for r in records:
         if r["record"] == "stage" and r.get("flops"):
             r["gflops"] = r["flops"] / r["median_s"] / 1e9
             r["peak_fraction"] = r["gflops"] / peak
             if bf16:
                 r["bf16_peak_fraction"] = r["gflops"] / bf16
+            if int8:
+                r["int8_peak_fraction"] = r["gflops"] / int8
             if r.get("flops_reference"):
                 r["gflops_reference"] = r["flops_reference"] / r["median_s"] / 1e9
     return records
