@@ -86,7 +86,8 @@ class Options:
         help="intra-op threads, at most the CPUs this process may use (0 = the engine's default)"))
     precision: str = field(default="auto", metadata=dict(
         choices=list(PRECISIONS),
-        help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32"))
+        help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32; int8 = "
+             "the export's int8 UNet (python -m export.int8; opt-in: larger error), the decoder as auto"))
     cache_dir: Optional[str] = field(default=None, metadata=dict(
         metavar="DIR", help="openvino: compiled-model cache (default ~/.cache/sv3d-runtime/openvino or "
                             "$SV3D_CACHE_DIR/openvino; '' = off)"))
