@@ -216,7 +216,7 @@ def write_manifest(folder: Path, cfg: SV3DConfig, shapes: ExportShapes,
     """Write `folder`/manifest.json for `graphs` ({format: {graph name: entry}}) of `cfg` at `shapes`, then read it
     back as the runtime will and check the size of every file it lists; returns what was read. Every field the
     config and shapes determine is filled here; `provenance` is the rest (tools, source, created, parity). The
-    exporter and the tests' toy export (tests/helpers.py) both write their manifests through this function."""
+    exporter and the tests' toy export (tests/toy_graphs.py) both write their manifests through this function."""
     Manifest.create(folder, cfg, shapes, graphs, **provenance).save(folder)
     check = Manifest.load(folder)
     for fmt in check.formats():

@@ -1,5 +1,5 @@
 """Shared fixtures: where the reference data lives, its cases, and the exports reused across modules (built once
-per session). Plain helpers (rel_l2, REPO, the toy export) are in tests/helpers.py."""
+per session). Plain helpers (rel_l2, REPO) are in tests/helpers.py, the toy export in tests/toy_graphs.py."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ import pytest
 
 from runtime.backends.onednn import cap_onednn_isa  # noqa: E402
 from tests.helpers import REPO
+from tests.toy_graphs import MINDIR_TOY_FORMATS, TOY_EXPORTS_ENV, ToyExport, open_toy_export, write_toy_export
 
 # MindSpore's oneDNN picks a reference 3x3 convolution on AVX-512 CPUs; capped at AVX2 it takes the jit gemm path
 # (benchmarks/README.md section 3). Before MindSpore's first oneDNN op; only speed and float rounding change.
@@ -68,14 +69,58 @@ def case_data(oracle):
 
 
 @pytest.fixture(scope="session")
-def toy_export(tmp_path_factory):
-    """(folder, numpy reference functions) of the sv3d_u_tiny toy export (tests/helpers.py), MindIR and ONNX,
-    written once per session. Shared: a test that edits an export works on a copy."""
-    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
-    pytest.importorskip("onnx")
-    from tests.helpers import build_toy_export
+def toy_exports(tmp_path_factory):
+    """toy_exports(config="sv3d_u_tiny", formats=("onnx",)) -> ToyExport (folder, numpy reference): the toy export of
+    a tiny config (tests/toy_graphs.py), written once per session and kind. ONNX is written with onnx.helper (no
+    MindSpore); MindIR (the mindspore backend) needs MindSpore and is skipped without it. Shared: a test that edits
+    an export works on a copy.
 
-    return build_toy_export(tmp_path_factory.mktemp("toy") / "export")
+    With $SV3D_TOY_EXPORTS set, the ONNX toy exports are read from <that folder>/<config> instead: the runtime-only
+    venv of tests/test_install.py has no onnx, so its outer session writes them there."""
+    made = {}
+
+    def get(config: str = "sv3d_u_tiny", formats=("onnx",)) -> ToyExport:
+        key = (config, tuple(formats))
+        if key not in made:
+            given = os.environ.get(TOY_EXPORTS_ENV)
+            if given and key[1] == ("onnx",):
+                made[key] = open_toy_export(Path(given) / config)
+            else:
+                if "mindir" in formats:
+                    pytest.importorskip("mindspore", reason="the toy export's MindIR graphs are written by mindspore")
+                pytest.importorskip("onnx", reason="the toy export's ONNX graphs are written with onnx.helper")
+                folder = tmp_path_factory.mktemp(f"toy_{config}_{'_'.join(formats)}") / "export"
+                made[key] = write_toy_export(folder, config, formats=formats)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def toy_export(toy_exports):
+    """The sv3d_u_tiny toy export, ONNX only: what the runtime, backend, CLI and fault tests run on."""
+    return toy_exports()
+
+
+@pytest.fixture(scope="session")
+def toy_mindir_export(toy_exports):
+    """The sv3d_u_tiny toy export with MindIR graphs as well (the mindspore backend; needs MindSpore)."""
+    return toy_exports(formats=MINDIR_TOY_FORMATS)
+
+
+@pytest.fixture(scope="session")
+def toy_export_for(toy_exports):
+    """toy_export_for(backend) -> ToyExport: the sv3d_u_tiny toy export holding the graphs `backend` reads (ONNX,
+    or MindIR as well for the MindSpore engines); skipped, naming why, where the backend is not installed."""
+    from runtime.backends import backend_available, backend_format
+
+    def get(backend: str) -> ToyExport:
+        ok, why = backend_available(backend)
+        if not ok:
+            pytest.skip(f"backend {backend}: {why}")
+        return toy_exports(formats=("onnx",) if backend_format(backend) == "onnx" else MINDIR_TOY_FORMATS)
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
-"""Backends over the toy export (tests/helpers.py, the session's `toy_export`): four small graphs with the real SV3D
-graph contracts (names, shapes), exported by MindSpore to MindIR and ONNX with a manifest, plus the same functions
-in numpy as the reference.
+"""Backends over the toy export (tests/toy_graphs.py; conftest's `toy_export`, `toy_export_for`): four small graphs
+with the real SV3D graph contracts (names, shapes, dtypes) and a manifest, plus the same functions in numpy as the
+reference. The ONNX graphs are written with onnx.helper (ONNX Runtime and OpenVINO run them without MindSpore); the
+MindIR graphs, for the mindspore backend, are traced by MindSpore.
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import types
@@ -12,22 +14,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_available, check_engine_inputs,
+from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_format, check_engine_inputs,
                               graph_input_name, load_graph, load_graphs, resolve_backend)
 from runtime.errors import GraphError, SV3DError
 from runtime.manifest import Manifest
 from runtime.specs import GRAPH_NAMES
 from tests.helpers import REPO, edit_manifest
 
-# MindSpore's CPU tanh/matmul kernels differ from float64 numpy by up to ~1e-4 on the toy graphs; ORT by ~1e-6.
-TOY_TOL = {"onnxruntime": 1e-5, "mindspore": 3e-4}
-LOCAL_BACKENDS = ("onnxruntime", "mindspore")
+# MindSpore's CPU tanh/matmul kernels differ from float64 numpy by up to ~1e-4 on the toy graphs; ORT and OpenVINO
+# f32 by ~1e-6.
+TOY_TOL = {"onnxruntime": 1e-5, "openvino": 1e-5, "mindspore": 3e-4}
+LOCAL_BACKENDS = ("onnxruntime", "openvino", "mindspore")
+
+
+def options_for(backend: str) -> RunOptions:
+    """OpenVINO in f32 (its auto precision is bf16 on CPUs that have it) and without a compiled-model cache."""
+    return RunOptions(precision="f32", cache_dir="") if backend == "openvino" else RunOptions()
 
 
 @pytest.fixture(scope="module")
 def toy(toy_export):
-    """(folder, numpy reference functions): the session's toy export; tests that edit it work on a _copy."""
+    """(folder, numpy reference functions): the session's ONNX toy export; tests that edit it work on a _copy."""
     return toy_export
+
+
+def _listing(manifest: Manifest, *formats: str) -> Manifest:
+    """`manifest` as if its export held the same graphs in `formats`: resolve_backend reads which formats a manifest
+    lists, never their files."""
+    onnx = manifest.graphs["onnx"]
+    return dataclasses.replace(manifest, graphs={fmt: {n: dataclasses.replace(e, format=fmt) for n, e in onnx.items()}
+                                                 for fmt in formats})
 
 
 def _copy(folder, tmp_path) -> Path:
@@ -56,12 +72,12 @@ def test_import_runtime_needs_numpy_only():
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_backend_runs_every_graph_like_numpy(toy, backend):
-    folder, ref = toy
-    runners = load_graphs(Manifest.load(folder), backend=backend)
+def test_backend_runs_every_graph_like_numpy(toy_export_for, backend):
+    folder, ref = toy_export_for(backend)
+    runners = load_graphs(Manifest.load(folder), backend=backend, options=options_for(backend))
     assert set(runners) == set(GRAPH_NAMES)
     for name, runner in runners.items():
-        assert runner.spec == Manifest.load(folder).entry("onnx", name).spec
+        assert runner.spec == Manifest.load(folder).entry(backend_format(backend), name).spec
         feeds = runner.spec.example_inputs(seed=1)
         out = runner.run(feeds)
         assert list(out) == list(runner.spec.output_names)
@@ -73,9 +89,9 @@ def test_backend_runs_every_graph_like_numpy(toy, backend):
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_inputs_bind_by_name_not_order(toy, backend):
-    folder, ref = toy
-    runner = load_graph(Manifest.load(folder), "unet", backend=backend)
+def test_inputs_bind_by_name_not_order(toy_export_for, backend):
+    folder, ref = toy_export_for(backend)
+    runner = load_graph(Manifest.load(folder), "unet", backend=backend, options=options_for(backend))
     feeds = runner.spec.example_inputs(seed=2)
     reordered = dict(reversed(list(feeds.items())))
     a, b = runner.run(feeds)["out"], runner.run(reordered)["out"]
@@ -86,9 +102,9 @@ def test_inputs_bind_by_name_not_order(toy, backend):
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_feeds_are_checked_against_the_spec(toy, backend):
-    folder, _ = toy
-    runner = load_graph(Manifest.load(folder), "unet", backend=backend)
+def test_feeds_are_checked_against_the_spec(toy_export_for, backend):
+    folder, _ = toy_export_for(backend)
+    runner = load_graph(Manifest.load(folder), "unet", backend=backend, options=options_for(backend))
     feeds = runner.spec.example_inputs()
     with pytest.raises(GraphError, match=r"missing \['y'\]"):
         runner.run({k: v for k, v in feeds.items() if k != "y"})
@@ -116,9 +132,10 @@ def test_engine_failures_become_graph_errors(toy):
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_graph_inputs_differing_from_manifest_are_refused(toy, tmp_path, backend):
+def test_graph_inputs_differing_from_manifest_are_refused(toy_export_for, tmp_path, backend):
+    toy = toy_export_for(backend)
     folder = _copy(toy[0], tmp_path)
-    fmt = "onnx" if backend == "onnxruntime" else "mindir"
+    fmt = backend_format(backend)
 
     def rename(d):
         d["graphs"][fmt]["unet"]["inputs"][3]["name"] = "vector"
@@ -136,9 +153,9 @@ def test_graph_inputs_differing_from_manifest_are_refused(toy, tmp_path, backend
         load_graph(Manifest.load(folder2), "unet", backend=backend)
 
 
-def test_mindspore_checks_argument_order(toy, tmp_path):
+def test_mindspore_checks_argument_order(toy_mindir_export, tmp_path):
     """GraphCell binds by position: a manifest listing the inputs in another order than the graph is refused."""
-    folder = _copy(toy[0], tmp_path)
+    folder = _copy(toy_mindir_export[0], tmp_path)
 
     def swap(d):
         ins = d["graphs"]["mindir"]["unet"]["inputs"]
@@ -149,20 +166,20 @@ def test_mindspore_checks_argument_order(toy, tmp_path):
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
-    folder = _copy(toy[0], tmp_path)
+def test_checksum_and_size_are_verified_at_load(toy_export_for, tmp_path, backend):
+    folder = _copy(toy_export_for(backend)[0], tmp_path)
     m = Manifest.load(folder)
-    fmt = "onnx" if backend == "onnxruntime" else "mindir"
+    fmt = backend_format(backend)
     path = folder / m.entry(fmt, "unet").model_file
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF                                  # one flipped byte, same size
     path.write_bytes(bytes(data))
     with pytest.raises(GraphError, match=r"sha256 .* does not match the manifest"):
-        load_graphs(m, backend=backend)
+        load_graphs(m, backend=backend, options=options_for(backend))
     m.verify_files(fmt, checksums=False)                          # size-only check passes: the flip is invisible
     path.write_bytes(bytes(data[:-10]))                           # truncated: caught even without hashing
     with pytest.raises(GraphError, match="truncated or replaced"):
-        load_graphs(m, backend=backend, checksums=False)
+        load_graphs(m, backend=backend, options=options_for(backend), checksums=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,11 +188,11 @@ def test_checksum_and_size_are_verified_at_load(toy, tmp_path, backend):
 
 def test_auto_order_per_device(toy, monkeypatch):
     """cpu: openvino, onnxruntime, mslite, mindspore; cuda: onnxruntime first; ascend: mslite first (AUTO_ORDER).
-    The toy export has MindIR and ONNX: mslite takes MindIR only through an official mindspore_lite package (the
-    native 2.0 engine reads the mslite format alone)."""
+    An export with MindIR and ONNX: mslite takes MindIR only through an official mindspore_lite package (the native
+    2.0 engine reads the mslite format alone)."""
     import runtime.backends as B
 
-    m = Manifest.load(toy[0])
+    m = _listing(Manifest.load(toy[0]), "mindir", "onnx")
     installed = {"mslite": True, "openvino": True, "onnxruntime": True, "mindspore": True}
     official_lite = {"yes": True}
     monkeypatch.setattr(B, "backend_available",
@@ -210,18 +227,19 @@ def test_auto_skips_an_engine_that_is_found_but_does_not_import(toy, monkeypatch
     assert resolve_backend("auto", Manifest.load(toy[0])) in ("openvino", "onnxruntime")
 
 
-def test_auto_follows_the_formats_present(toy, tmp_path):
+def test_auto_follows_the_formats_present(toy, monkeypatch):
     import runtime.backends as B
 
-    folder = _copy(toy[0], tmp_path)
-    edit_manifest(folder, lambda d: d["graphs"].pop("onnx"))
-    m = Manifest.load(folder)
-    # MindIR only: an official mindspore_lite package would take it; the native Lite 2.0 engine cannot
-    expected = "mslite" if backend_available("mslite", try_import=True)[0] and B.is_importable("mindspore_lite") \
-        else "mindspore"
-    assert resolve_backend("auto", m) == expected
+    monkeypatch.setattr(B, "backend_available", lambda n, try_import=False: (True, ""))     # every engine here,
+    monkeypatch.setattr(B, "is_importable", lambda package: package != "mindspore_lite")  # Lite as the native one
+    m = Manifest.load(toy[0])
+    assert resolve_backend("auto", m) == "openvino"
+    assert resolve_backend("auto", _listing(m, "mindir")) == "mindspore"       # the native engine cannot read it
+    assert resolve_backend("auto", _listing(m, "mslite")) == "mslite"
     with pytest.raises(BackendError, match="reads onnx graphs, and the export .* has none"):
-        resolve_backend("onnxruntime", m)
+        resolve_backend("onnxruntime", _listing(m, "mindir"))
+    with pytest.raises(BackendError, match="native MindSpore Lite engine reads the export's mslite format"):
+        resolve_backend("mslite", _listing(m, "mindir"))
 
 
 def test_unknown_backend_and_device_are_refused(toy):
@@ -255,8 +273,8 @@ def test_onnxruntime_on_cuda_matches_cpu(toy):
     np.testing.assert_allclose(gpu.run(feeds)["out"], cpu.run(feeds)["out"], atol=1e-4)
 
 
-def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy):
-    m = Manifest.load(toy[0])
+def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy_mindir_export):
+    m = Manifest.load(toy_mindir_export[0])
     try:
         load_graph(m, "clip_encoder", backend="mindspore", device="cuda")
     except BackendError as e:
@@ -350,13 +368,13 @@ def test_mslite_unavailable_is_a_clear_error(toy, tmp_path, monkeypatch):
         load_graphs(Manifest.load(toy[0]), backend="mslite")
 
 
-def test_mslite_runs_every_graph_like_numpy(toy):
+def test_mslite_runs_every_graph_like_numpy(toy_export_for):
     try:
         import mindspore_lite  # noqa: F401
     except ImportError as e:
         pytest.skip(f"the official mindspore_lite package is not importable here ({e}); the native engine runs "
                     "in tests/test_mslite.py")
-    folder, ref = toy
+    folder, ref = toy_export_for("mslite")
     for name, runner in load_graphs(Manifest.load(folder), backend="mslite").items():
         feeds = runner.spec.example_inputs(seed=1)
         got = runner.run(feeds)[runner.spec.output_names[0]]

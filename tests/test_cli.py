@@ -1,4 +1,4 @@
-"""``python -m runtime`` end to end on toy exports (tests/helpers.py), and every user-error path:
+"""``python -m runtime`` end to end on toy exports (tests/toy_graphs.py), and every user-error path:
 one message on stderr, non-zero exit, no traceback, no partial output."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from runtime.cli import main
 from runtime.outputs import TMP_PREFIX
 from runtime.sample_data import sample_image_path
-from tests.helpers import REPO, build_toy_export
+from tests.helpers import REPO
 
 T = 21
 STEPS = "3"
@@ -26,9 +26,8 @@ def toy_u(toy_export):
 
 
 @pytest.fixture(scope="module")
-def toy_p(tmp_path_factory):
-    pytest.importorskip("mindspore", reason="the toy export is written with mindspore")
-    return build_toy_export(tmp_path_factory.mktemp("cli_p") / "export", "sv3d_p_tiny", formats=("onnx",))[0]
+def toy_p(toy_exports):
+    return toy_exports("sv3d_p_tiny")[0]
 
 
 def _files(folder: Path):
@@ -90,11 +89,12 @@ def test_cli_writes_every_output(toy_u, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore"])
-def test_same_seed_twice_is_bit_identical(toy_u, tmp_path, capsys, backend):
+@pytest.mark.parametrize("backend, flags", [("onnxruntime", []), ("mindspore", []),
+                                           ("openvino", ["--precision", "f32", "--cache-dir", ""])])
+def test_same_seed_twice_is_bit_identical(toy_export_for, tmp_path, capsys, backend, flags):
     out = tmp_path / "out"
-    args = ["--graphs", str(toy_u), str(sample_image_path()), "-o", str(out), "--steps", STEPS, "--seed", "3",
-            "--backend", backend, "--quiet"]
+    args = ["--graphs", str(toy_export_for(backend)[0]), str(sample_image_path()), "-o", str(out), "--steps", STEPS,
+            "--seed", "3", "--backend", backend, *flags, "--quiet"]
     assert main(args) == 0 and main(args) == 0
     a, b = out / "object", out / "object_1"
     assert _files(a) == _files(b) == _expected_files("object")
@@ -106,7 +106,7 @@ def test_same_seed_twice_is_bit_identical(toy_u, tmp_path, capsys, backend):
         else:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert capsys.readouterr().err == ""                                   # --quiet: no bar, no summary
-    assert main(args[:-3] + ["--seed", "4", "--quiet"]) == 0
+    assert main([*args, "--seed", "4"]) == 0                               # the last --seed counts
     assert (out / "object_2" / "object.gif").read_bytes() != (a / "object.gif").read_bytes()
 
 
@@ -200,7 +200,7 @@ def test_option_and_output_errors(toy_u, tmp_path, capsys):
         from runtime.backends import backend_available
 
         _assert_clean_failure(main(["--graphs", str(toy_u), img, "-o", str(out), "--backend", "mslite"]), capsys,
-                              out, "native MindSpore Lite engine reads the export's mslite format"
+                              out, "backend 'mslite' reads mslite or mindir graphs, and the export at"
                               if backend_available("mslite")[0] else "backend 'mslite' is not available")
     with pytest.raises(SystemExit) as exc:                                 # argparse: usage error, exit 2
         main(["--graphs", str(toy_u), img, "--guider", "cosine"])

@@ -215,14 +215,14 @@ def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
 
 
 @pytest.mark.parametrize("backend", ["mindspore", "onnxruntime"])
-def test_runtime_interrupted_while_sampling(toy, tmp_path, backend):
+def test_runtime_interrupted_while_sampling(toy_export_for, tmp_path, backend):
     """Ctrl-C in the middle of a run of many images (the toy graphs are fast): exit 130, the message; results
     finished before it are complete, nothing half-written is left."""
     from runtime.outputs import TMP_PREFIX
 
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
-    with cli_session("runtime", ["--graphs", toy, *[image()] * 500, "-o", out, "--backend", backend,
-                                 "--steps", "200"], tmp_path, log) as proc:
+    with cli_session("runtime", ["--graphs", toy_export_for(backend)[0], *[image()] * 500, "-o", out, "--backend",
+                                 backend, "--steps", "200"], tmp_path, log) as proc:
         wait_for(lambda: "graphs loaded" in log.read_text(), 90, "the graphs to load", proc, log)
         wait_for(lambda: out.is_dir() and len(list(out.iterdir())) >= 2, 60, "the first results", proc, log)
         kids = children_of(proc.pid)
@@ -268,10 +268,10 @@ def test_export_interrupted_while_mindspore_imports(oracle, tmp_path):
     assert_nothing_partial(tmp_path, out)
 
 
-def test_runtime_interrupted_while_mindspore_imports(toy, tmp_path):
+def test_runtime_interrupted_while_mindspore_imports(toy_mindir_export, tmp_path):
     """The same for `python -m runtime --backend mindspore` while it loads the graphs."""
     out = tmp_path / "out"
-    rc, err = _interrupt_mindspore_import("runtime", ["--graphs", toy, image(), "-o", out, "--backend",
+    rc, err = _interrupt_mindspore_import("runtime", ["--graphs", toy_mindir_export[0], image(), "-o", out, "--backend",
                                                       "mindspore", "--steps", "1"], tmp_path)
     assert rc == 130, (rc, err[-3000:])
     assert "interrupted: nothing partial was written" in err, err[-3000:]
@@ -280,9 +280,10 @@ def test_runtime_interrupted_while_mindspore_imports(toy, tmp_path):
 
 
 @pytest.mark.parametrize("backend, made", [("onnxruntime", False), ("mindspore", True)])
-def test_mindspore_debug_folder_only_with_mindspore(toy, tmp_path, backend, made):
+def test_mindspore_debug_folder_only_with_mindspore(toy_export_for, tmp_path, backend, made):
     """The temporary folder for MindSpore's dumps exists (while the run does) only when MindSpore runs, so a
     SIGKILLed onnxruntime run leaves nothing in $TMPDIR; either way it is gone after a normal exit."""
+    toy = toy_export_for(backend)[0]
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out, log = tmp_path / "out", tmp_path / "stderr.txt"

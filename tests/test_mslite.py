@@ -38,8 +38,8 @@ def needs_engine() -> None:
     pytest.skip(f"mslite: {why}")
 
 
-def _fresh_python(code: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=str(REPO), stdout=subprocess.PIPE,
+def _fresh_python(code: str, env=None, args=()) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=str(REPO), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
 
 
@@ -164,6 +164,43 @@ def test_native_engine_converts_and_runs_an_onnx_graph(tmp_path):
     assert "('x', (1, 3, 4, 4), 'float32')" in io and "('y', (1, 4, 8), 'float32')" in io
     rel = next(line for line in done.stdout.splitlines() if line.startswith("REL ")).split()
     assert float(rel[1]) < 1e-5 and rel[3] == "1"
+
+
+# Lite's CPU tanh differs from float64 numpy by up to ~1e-4 on the toy graphs (as MindSpore's does)
+TOY_LITE_TOL = 3e-4
+TOY_ON_LITE = r'''
+import sys, numpy as np
+from runtime.backends import load_graphs
+from runtime.manifest import Manifest
+from tests.toy_graphs import write_toy_export
+folder, ref = write_toy_export(sys.argv[1], formats=("mslite",))
+for name, runner in load_graphs(Manifest.load(folder), backend="mslite").items():
+    feeds = runner.spec.example_inputs(seed=1)
+    got = runner.run(feeds)[runner.spec.output_names[0]]
+    want = ref[name](**{k: v.astype(np.float64) for k, v in feeds.items()})
+    print("ERR", name, float(np.abs(got - want).max()))
+'''
+
+
+def test_toy_export_runs_on_the_native_engine(tmp_path):
+    """The toy export (tests/toy_graphs.py) converted by the exporter's own Lite step, in a process without
+    MindSpore: every graph like numpy, then `python -m runtime --backend mslite` end to end."""
+    needs_engine()
+    pytest.importorskip("onnx_ir", reason="the exporter's mslite form is written with onnx_ir")
+    from runtime.sample_data import sample_image_path
+    from runtime.specs import GRAPH_NAMES
+
+    export, out = tmp_path / "export", tmp_path / "out"
+    done = _fresh_python(TOY_ON_LITE, args=[export])
+    assert done.returncode == 0, done.stdout[-3000:]
+    errors = {w[1]: float(w[2]) for w in (line.split() for line in done.stdout.splitlines()) if w[:1] == ["ERR"]}
+    assert set(errors) == set(GRAPH_NAMES) and max(errors.values()) < TOY_LITE_TOL, errors
+    run = subprocess.run([sys.executable, "-m", "runtime", "--graphs", str(export), str(sample_image_path()), "-o",
+                          str(out), "--backend", "mslite", "--steps", "2", "--quiet"], cwd=str(REPO),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    info = json.loads((out / "object" / "info.json").read_text())
+    assert info["backend"] == "mslite" and info["num_steps"] == 2
 
 
 # ----------------------------------------------------------------------------------------- the oracle cases

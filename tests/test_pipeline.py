@@ -18,7 +18,8 @@ from runtime.orbits import Orbit
 from runtime.pipeline import Noise, postprocess
 from runtime.sampling import edm_vscaling
 from runtime.specs import ExportShapes, graph_specs
-from tests.helpers import rel_l2, toy_numpy, toy_weights
+from tests.helpers import rel_l2
+from tests.toy_graphs import toy_reference
 
 CASES = {"sv3d_u_64": "sv3d_u_tiny", "sv3d_p_64_default": "sv3d_p_tiny"}
 T, S, CHUNK = 21, 64, 14
@@ -227,7 +228,7 @@ def toy_pipeline(config="sv3d_u_tiny", unet_batch=2 * T):
     cfg = load_config(config)
     shapes = _shapes(unet_batch)
     specs = graph_specs(cfg, shapes)
-    fns = toy_numpy(cfg, toy_weights(cfg))
+    fns = toy_reference(cfg, specs)
     return SV3DPipeline(cfg, shapes, {n: FakeRunner(specs[n], fns[n]) for n in specs})
 
 
