@@ -39,14 +39,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def staging_folders(out: Path) -> List[Path]:
-    """Staging folders of exports to `out` (finished or not) that exist now."""
-    if not out.parent.is_dir():
-        return []
-    prefix = _partial_prefix(out)
-    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix) and p.is_dir())
-
-
 def _leftovers(out: Path) -> List[Tuple[Path, int]]:
     """Staging and aside folders of exports to `out` that exist now, each with the id of the process that made it."""
     pattern = re.compile(re.escape(f".{out.name}") + rf"(?:{re.escape(PARTIAL)}|{re.escape(OLD)})(\d+)-")

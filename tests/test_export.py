@@ -407,6 +407,13 @@ def test_publish_replaces_an_old_export(tmp_path):
 # ------------------------------------------------------------------------------------------- interrupted export
 
 
+def staging_folders(out: Path) -> list:
+    """Staging folders of exports to `out` that exist now (export/staging.py names them)."""
+    from export import staging
+
+    return sorted(p for p in out.parent.glob(f".{out.name}{staging.PARTIAL}*") if p.is_dir())
+
+
 def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
     from export import staging
 
@@ -418,7 +425,7 @@ def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
         deadline = time.monotonic() + 90
         first = []
         while not first and time.monotonic() < deadline and proc.poll() is None:
-            first = [f for d in staging.staging_folders(out) for f in d.rglob("*")
+            first = [f for d in staging_folders(out) for f in d.rglob("*")
                      if f.suffix in (".mindir", ".onnx")]
             time.sleep(0.05)
         assert first, "no graph file appeared"
@@ -430,10 +437,10 @@ def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
     assert not out.exists()
     with pytest.raises(GraphError):
         Manifest.load(out)
-    leftovers = staging.staging_folders(out)
+    leftovers = staging_folders(out)
     assert leftovers and not any((d / MANIFEST_NAME).exists() for d in leftovers)
     for d in leftovers:                           # nor does anything in it load as an export
         with pytest.raises(GraphError):
             Manifest.load(d)
     assert staging.remove_stale(out) == leftovers                # the next export clears them
-    assert not staging.staging_folders(out)
+    assert not staging_folders(out)
