@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from configs import ConfigError, SV3DConfig, load_config
 from models.checkpoint import CheckpointError
 from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
+from runtime.peak_rss import peak_rss_bytes
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
@@ -107,7 +107,7 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
         decode_chunk=cfg.decoder_call_frames() if options.decode_chunk is None else int(options.decode_chunk),
         dtype=DTYPE_FLAGS[options.dtype],
         attention_chunk=int(options.attention_chunk))
-    shapes.validate(cfg.latent_factor, parity.unet_down(cfg))
+    shapes.validate(cfg.latent_factor, cfg.unet.downsample_factor)
     return shapes
 
 
@@ -222,11 +222,6 @@ def write_manifest(folder: Path, cfg: SV3DConfig, shapes: ExportShapes,
     for fmt in check.formats():
         check.verify_files(fmt, tuple(check.graphs[fmt]), checksums=False)
     return check
-
-
-def _peak_rss(who: int = resource.RUSAGE_SELF) -> int:
-    """Peak resident memory of this process (RUSAGE_SELF) or of its largest finished worker (RUSAGE_CHILDREN)."""
-    return resource.getrusage(who).ru_maxrss * 1024        # Linux reports KiB
 
 
 def _tools(formats) -> dict:
@@ -461,8 +456,8 @@ def run(p: Plan) -> ExportResult:
                 graphs[fmt][name] = entry
             report["seconds"] = round(time.perf_counter() - t0, 3)
             reports[name] = report
-            log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {_peak_rss() / 1e9:.2f} GB, "
-                     f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
+            log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {peak_rss_bytes() / 1e9:.2f} GB, "
+                     f"largest child process {peak_rss_bytes(children=True) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
         write_manifest(                                 # read back as the runtime will, before publishing
             root, p.cfg, p.shapes, graphs, tools=_tools(p.formats),
@@ -485,7 +480,7 @@ def run(p: Plan) -> ExportResult:
                 os.environ[k] = v
         _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
     seconds = time.perf_counter() - t_start
-    peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
+    peak, peak_workers = peak_rss_bytes(), peak_rss_bytes(children=True)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
              f"{peak_workers / 1e9:.2f} GB)")
     return ExportResult(out=p.out, manifest=Manifest.load(p.out), seconds=seconds, peak_rss_bytes=peak,

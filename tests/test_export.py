@@ -227,7 +227,7 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch,
     feeds = spec.example_inputs()
     reader = CheckpointReader(checkpoint(oracle, "sv3d_u"), cfg)
     def make_cell():
-        return build_graph_cell("clip_encoder", cfg, reader, resolution=RESOLUTION, num_frames=21,
+        return build_graph_cell("clip_encoder", reader, resolution=RESOLUTION, num_frames=21,
                                 attention_chunk=0, dtype="float32", spec=spec)
 
     model, _ = mindir.write(make_cell, spec, feeds, tmp_path / "mindir")
@@ -271,7 +271,7 @@ def test_twin_shapes_and_auto_gate():
     full = load_config("sv3d_u")
     shapes = ExportShapes(576, 21, 42, 14, "float16", 1024)
     twin = parity.twin_shapes(full, shapes)
-    twin.validate(full.latent_factor, parity.unet_down(full))
+    twin.validate(full.latent_factor, full.unet.downsample_factor)
     assert (twin.resolution, twin.num_frames, twin.unet_batch, twin.decode_chunk) == (64, 3, 3, 2)
     assert twin.dtype == "float16" and twin.attention_chunk == 22      # 64 latent tokens: 22 + 22 + 20
     assert parity.choose_gate("auto", full, "unet", shapes, 10.0)[0] == "twin"
