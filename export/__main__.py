@@ -71,8 +71,8 @@ def main(argv: Optional[list] = None) -> int:
             g = result.graphs[name]
             errs = g.get("results", {}).get(fmt, {})
             check = f"{g['gate']} rel_l2 {errs['rel_l2']:.2e}" if errs else g["gate"]
-            print(f"{fmt:6s} {name:12s} {sum(f.bytes for f in entry.files) / 1e6:10.1f} MB  "
-                  f"export {g['formats'][fmt]['export_seconds']:7.1f} s  parity {check}")
+            how = "reused        " if name in result.reused else f"export {g['formats'][fmt]['export_seconds']:7.1f} s"
+            print(f"{fmt:6s} {name:12s} {sum(f.bytes for f in entry.files) / 1e6:10.1f} MB  {how}  parity {check}")
     print(f"{result.out}: exported in {result.seconds:.1f} s, peak RSS {result.peak_rss_bytes / 1e9:.2f} GB "
           f"(largest child process {result.peak_worker_rss_bytes / 1e9:.2f} GB)")
     return 0

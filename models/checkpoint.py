@@ -300,3 +300,27 @@ def loaded_component(reader: CheckpointReader, component: str, *, num_frames: Op
     load_component(cell, component, reader)
     cell.set_train(False)
     return cell
+
+
+def tensors_sha256(header: CheckpointHeader, names: Iterable[str]) -> str:
+    """sha256 over the named tensors of the file, each as name, dtype, shape and raw bytes, in name order: the
+    content identity of a component's weights (export/reuse.py), whatever the file's path, time or other tensors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(header.path, "rb") as f:
+            for name in sorted(names):
+                info = header.tensors[name]
+                h.update(json.dumps([name, info.dtype, list(info.shape)]).encode())
+                f.seek(header.data_offset + info.start)
+                left = info.end - info.start
+                while left > 0:
+                    block = f.read(min(left, 1 << 24))
+                    if not block:
+                        raise CheckpointError(f"{header.path}: tensor {name!r} is cut short")
+                    h.update(block)
+                    left -= len(block)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {header.path}: {e.strerror or e}") from None
+    return h.hexdigest()

@@ -331,6 +331,93 @@ def test_failed_gate_publishes_nothing(oracle, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "the staging folder was left behind"
 
 
+# ------------------------------------------------------------------------------------------- --reuse (per graph)
+
+
+def _export(oracle, out: Path, **options):
+    from export import ExportOptions, export_graphs
+
+    return export_graphs(ExportOptions(config="sv3d_u_tiny", checkpoint=str(checkpoint(oracle, "sv3d_u")),
+                                       out=str(out), resolution=RESOLUTION, formats="onnx", reuse=True, **options))
+
+
+def test_reuse_re_exports_only_the_changed_graph(oracle, tmp_path, caplog):
+    """export/reuse.py: a second export with another decode chunk re-exports the decoder only (the other graphs'
+    files are the same inodes, their recorded gates kept); a third, unchanged, leaves the export as it is; a
+    graph file corrupted in place (same size) is found by its sha256 and exported again."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="export")
+    out = tmp_path / "out"
+    first = _export(oracle, out, decode_chunk=DECODE_CHUNK)
+    assert first.reused == () and first.published
+    old = Manifest.load(out)
+    inode = {n: (out / old.entry("onnx", n).model_file).stat().st_ino for n in GRAPH_NAMES}
+
+    second = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    m = Manifest.load(out)
+    assert second.reused == ("clip_encoder", "vae_encoder", "unet") and second.published
+    assert m.shapes.decode_chunk == DECODE_CHUNK + 1
+    for name in second.reused:
+        assert (out / m.entry("onnx", name).model_file).stat().st_ino == inode[name]     # linked, not rewritten
+        assert m.parity["graphs"][name]["reused"] == {"exported": old.created}
+        assert m.parity["graphs"][name]["results"] == old.parity["graphs"][name]["results"]   # the gate kept
+        assert m.entry("onnx", name).files == old.entry("onnx", name).files
+    decoder = m.parity["graphs"]["vae_decoder"]
+    assert "reused" not in decoder and decoder["results"]["onnx"]["passed"]
+    assert "vae_decoder: exported again: its onnx inputs or outputs changed" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no staging or aside folder left
+    m.verify_files("onnx")
+
+    stamp = (out / MANIFEST_NAME).stat().st_mtime_ns
+    third = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    assert third.reused == GRAPH_NAMES and not third.published
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp
+
+    unet = m.entry("onnx", "unet")
+    target = out / max(unet.files, key=lambda f: f.bytes).path              # the weights: same size, one byte off
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    caplog.clear()
+    fourth = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    assert "unet" not in fourth.reused and set(fourth.reused) == set(GRAPH_NAMES) - {"unet"}
+    assert "unet: exported again: its old files do not verify" in caplog.text and "sha256" in caplog.text
+    Manifest.load(out).verify_files("onnx")                                 # the new UNet files are whole
+
+
+def test_failed_decoder_gate_does_not_cost_the_unet_again(oracle, tmp_path, monkeypatch):
+    """A --reuse export whose decoder fails its gate publishes nothing, but keeps the graphs it completed beside
+    the destination (never loadable as an export); the next --reuse export exports the decoder only."""
+    from export import ParityError, staging
+    from export.api import Exporter
+
+    gate = Exporter.numeric_gate
+
+    def decoder_fails(self, name, checks, spec, ref):
+        if name == "vae_decoder":
+            raise ParityError("graph vae_decoder: made to fail")
+        return gate(self, name, checks, spec, ref)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(Exporter, "numeric_gate", decoder_fails)
+    with pytest.raises(ParityError, match="made to fail"):
+        _export(oracle, out)
+    kept = staging.unfinished_folder(out)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+    assert not (kept / MANIFEST_NAME).exists()
+    with pytest.raises(GraphError):
+        Manifest.load(kept)                                   # nothing takes it for an export
+
+    monkeypatch.setattr(Exporter, "numeric_gate", gate)
+    result = _export(oracle, out)
+    assert result.reused == ("clip_encoder", "vae_encoder", "unet") and result.published
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # the kept graphs are gone with it
+    m = Manifest.load(out)
+    m.verify_files("onnx")
+    assert all(m.parity["graphs"][n]["results"]["onnx"]["passed"] for n in GRAPH_NAMES)
+
+
 # ------------------------------------------------------------------------------------------------ user errors
 
 
