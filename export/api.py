@@ -557,6 +557,9 @@ def _keep_completed(p: Plan, root: Path, graphs: Dict[str, Dict[str, GraphEntry]
     try:
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
         done = {fmt: {n: e for n, e in per.items() if n in reports} for fmt, per in graphs.items()}
+        listed = {root / f.path for per in done.values() for e in per.values() for f in e.files}
+        for f in [f for f in root.rglob("*") if f.is_file() and f not in listed]:
+            f.unlink()                          # the failed graph's files: nothing can reuse them
         reuse.keep_unfinished(root, p.out, Manifest.create(
             root, p.cfg, p.shapes, {fmt: per for fmt, per in done.items() if per}, tools=tools,
             source={"checkpoint": str(p.checkpoint)}, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

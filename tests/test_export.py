@@ -406,6 +406,7 @@ def test_failed_decoder_gate_does_not_cost_the_unet_again(oracle, tmp_path, monk
     kept = staging.unfinished_folder(out)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
     assert not (kept / MANIFEST_NAME).exists()
+    assert not list(kept.rglob("vae_decoder*")) and list(kept.rglob("unet*"))     # the failed graph's files go
     with pytest.raises(GraphError):
         Manifest.load(kept)                                   # nothing takes it for an export
 
