@@ -341,7 +341,7 @@ def _export(oracle, out: Path, **options):
                                        out=str(out), resolution=RESOLUTION, formats="onnx", reuse=True, **options))
 
 
-def test_reuse_re_exports_only_the_changed_graph(oracle, tmp_path, caplog):
+def test_reuse_re_exports_only_the_changed_graph(oracle, tmp_path, caplog, capsys):
     """export/reuse.py: a second export with another decode chunk re-exports the decoder only (the other graphs'
     files are the same inodes, their recorded gates kept); a third, unchanged, leaves the export as it is; a
     graph file corrupted in place (same size) is found by its sha256 and exported again."""
@@ -372,6 +372,12 @@ def test_reuse_re_exports_only_the_changed_graph(oracle, tmp_path, caplog):
     stamp = (out / MANIFEST_NAME).stat().st_mtime_ns
     third = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
     assert third.reused == GRAPH_NAMES and not third.published
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp
+    from export.__main__ import main                                        # the CLI says so
+    assert main(["-c", "sv3d_u_tiny", "-k", str(checkpoint(oracle, "sv3d_u")), "-o", str(out), "--resolution",
+                 str(RESOLUTION), "--formats", "onnx", "--decode-chunk", str(DECODE_CHUNK + 1), "--reuse",
+                 "--quiet"]) == 0
+    assert "up to date (--reuse)" in capsys.readouterr().out
     assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp
 
     unet = m.entry("onnx", "unet")
