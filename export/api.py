@@ -462,7 +462,7 @@ def _up_to_date(p: Plan, old: Manifest, reusable: Dict[str, Manifest]) -> bool:
     """Every graph reused from `old`, the export at p.out, in exactly the requested formats, and the export's own
     record (shapes, checkpoint path, gate settings) unchanged."""
     return (all(reusable.get(name) is old for name in GRAPH_NAMES) and old.root == p.out
-            and old.formats() == p.formats and old.shapes == p.shapes
+            and tuple(f for f in old.formats() if f not in reuse.DERIVED) == p.formats and old.shapes == p.shapes
             and old.source.get("checkpoint") == str(p.checkpoint)
             and [old.parity.get(k) for k in ("gate", "max_gflop", "seed")] == [p.parity, p.max_gflop, p.seed])
 
@@ -520,14 +520,17 @@ def run(p: Plan) -> ExportResult:
             log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {peak_rss_bytes() / 1e9:.2f} GB, "
                      f"largest child process {peak_rss_bytes(children=True) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
+        derived = ({}, {}, {})                          # graphs added to the old export later (the int8 UNet)
+        if olds and olds[0].root == p.out:
+            derived = reuse.derived(olds[0], reusable, p.formats, root)
         write_manifest(                                 # read back as the runtime will, before publishing
-            root, p.cfg, p.shapes, graphs, tools=tools,
+            root, p.cfg, p.shapes, {**graphs, **derived[0]}, tools={**tools, **derived[2]},
             source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,
                     "reference": "eager MindSpore Cell (PyNative, float32 weights)",
                     "metric": "relative L2 ||graph - eager|| / ||eager|| on spec.example_inputs(seed)",
-                    "graphs": reports})
+                    "graphs": reports, **derived[1]})
         interrupts.checkpoint()                         # never publish once a signal arrived
         staging.publish(root, p.out, p.overwrite)
     except BaseException as e:

@@ -26,6 +26,10 @@ link fails), so the new export is still staged and published by one rename (expo
 folder it replaces can be deleted without touching them. When every graph is reused in exactly the formats
 asked for, the export is up to date and left as it is (nothing is staged or published).
 
+Graphs added to an export afterwards from its own graphs (DERIVED: export/int8.py's int8 UNet, made from the ONNX
+UNet) are carried over with their record when the graphs they were made from are; otherwise they are dropped,
+with a log line naming the command that makes them again.
+
 Why opt-in (--reuse) and not the default: --overwrite promises a fresh export, which is what a user wants after
 a change the identity cannot see (another oneDNN or driver under the same MindSpore version, an environment
 variable that changes kernels, a graph file replaced together with its manifest entry).
@@ -42,13 +46,16 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from runtime.errors import GraphError
-from runtime.manifest import MANIFEST_NAME, GraphEntry, Manifest
+from runtime.manifest import INT8_FORMAT, INT8_GRAPHS, MANIFEST_NAME, GraphEntry, Manifest
 from runtime.specs import GraphSpec
 from . import staging
 
 log = logging.getLogger("export")
 
 EXPORTER_PACKAGES = ("export", "models")       # the code that turns a checkpoint into graph files
+DERIVED = {     # format -> (the format its graphs are made from, those graphs, its parity record, its tools)
+    INT8_FORMAT: ("onnx", INT8_GRAPHS, "int8", ("nncf", "openvino")),
+}
 TOOLS_OF = {                                     # manifest "tools" entries that write or check each format
     "mindir": ("mindspore", "numpy", "python"),
     "onnx": ("mindspore", "onnx", "onnxruntime", "numpy", "python"),
@@ -143,26 +150,54 @@ def why_not(old: Manifest, name: str, spec: GraphSpec, identities: Mapping[str, 
     return None
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:                   # a filesystem without hard links: a copy costs disk, not correctness
-        shutil.copy2(src, dst)
+def _link(old: Manifest, fmt: str, name: str, root: Path) -> GraphEntry:
+    """Hard-link every file of graph `name` in `fmt` from `old` into `root` (same relative paths): its entry."""
+    entry = old.entry(fmt, name)
+    for f in entry.files:
+        dst = root / f.path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(old.path_of(f.path), dst)
+        except OSError:               # a filesystem without hard links: a copy costs disk, not correctness
+            shutil.copy2(old.path_of(f.path), dst)
+    return entry
 
 
 def carry_over(old: Manifest, name: str, formats, root: Path) -> Tuple[Dict[str, GraphEntry], dict]:
     """Link graph `name`'s files in `formats` from `old` into the staging folder `root` (same relative paths):
     (entries, report), the report the one recorded when the graph was exported, marked as reused."""
-    entries = {}
-    for fmt in formats:
-        entry = old.entry(fmt, name)
-        for f in entry.files:
-            _link(old.path_of(f.path), root / f.path)
-        entries[fmt] = entry
+    entries = {fmt: _link(old, fmt, name, root) for fmt in formats}
     report = copy.deepcopy(old.parity["graphs"][name])
     report["formats"] = {f: r for f, r in report["formats"].items() if f in formats}
     if "results" in report:
         report["results"] = {f: r for f, r in report["results"].items() if f in formats}
     report["reused"] = report.get("reused") or {"exported": old.created}    # when its files were written
     return entries, report
+
+
+def derived(old: Manifest, reusable: Mapping[str, Manifest], formats, root: Path
+            ) -> Tuple[Dict[str, Dict[str, GraphEntry]], dict, dict]:
+    """The DERIVED graphs of `old` (the export at the destination) that stay valid, linked into `root`:
+    ({format: {graph: entry}}, {parity key: record}, {tool: version})."""
+    graphs, parity, tools = {}, {}, {}
+    for fmt, (source, names, key, tool_names) in DERIVED.items():
+        if fmt not in old.graphs:
+            continue
+        why = None
+        if source not in formats or any(reusable.get(n) is not old for n in names):
+            why = f"the {source} {', '.join(names)} they were made from is not reused"
+        else:
+            try:
+                old.verify_files(fmt, tuple(old.graphs[fmt]), checksums=True)
+            except GraphError as e:
+                why = f"their files do not verify: {e}"
+        if why:
+            log.warning(f"--reuse: the {fmt} graphs of {old.root} are not carried over: {why} (python -m "
+                        f"export.int8 makes them again)")
+            continue
+        graphs[fmt] = {name: _link(old, fmt, name, root) for name in old.graphs[fmt]}
+        if key in old.parity:
+            parity[key] = copy.deepcopy(old.parity[key])
+        tools.update({t: old.tools[t] for t in tool_names if t in old.tools})
+        log.info(f"  {fmt}: carried over with the {source} graphs it was made from")
+    return graphs, parity, tools

@@ -91,3 +91,28 @@ def test_sources_and_the_kept_graphs(old, tmp_path, caplog):
     (out / MANIFEST_NAME).write_text("[]")
     assert [m.root for m in reuse.sources(out)] == [kept]
     assert "does not load" in caplog.text
+
+
+def test_the_int8_unet_goes_with_the_onnx_unet_it_was_made_from(old, tmp_path, caplog):
+    """export/int8.py adds openvino_int8/unet.xml to an export later: an update carries it over (with its
+    calibration record and tools) when the ONNX UNet is reused, and drops it, saying so, when the UNet is not."""
+    from runtime.manifest import INT8_FORMAT
+
+    folder = old.root / INT8_FORMAT
+    folder.mkdir()
+    (folder / "unet.xml").write_text("<net/>")
+    graphs = {**old.graphs, INT8_FORMAT: {"unet": graph_entry(old.entry("onnx", "unet").spec, INT8_FORMAT,
+                                                               folder / "unet.xml", [folder / "unet.xml"],
+                                                               old.root, "nncf-w8a8")}}
+    write_manifest(old.root, CFG, SHAPES, graphs, created="then", tools={"nncf": "2.1"},
+                   parity={**old.parity, "int8": {"mode": "w8a8"}})
+    with_int8 = Manifest.load(old.root)
+
+    graphs, parity, tools = reuse.derived(with_int8, {n: with_int8 for n in GRAPH_NAMES}, ("onnx",),
+                                          tmp_path / "a")
+    assert graphs[INT8_FORMAT]["unet"].form == "nncf-w8a8" and parity == {"int8": {"mode": "w8a8"}}
+    assert tools == {"nncf": "2.1"} and (tmp_path / "a" / INT8_FORMAT / "unet.xml").read_text() == "<net/>"
+
+    others = {n: with_int8 for n in GRAPH_NAMES if n != "unet"}
+    assert reuse.derived(with_int8, others, ("onnx",), tmp_path / "b") == ({}, {}, {})
+    assert "openvino_int8 graphs" in caplog.text and "python -m export.int8" in caplog.text
