@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from runtime.backends import BACKENDS
-from runtime.specs import DTYPES
 
 DEFAULT_BACKENDS = "onnxruntime,mindspore,mslite"
 DEFAULT_OUT = "benchmark_results"
@@ -28,10 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--graphs", help="export folder (holds manifest.json)")
     src.add_argument("--config", help="config name or YAML path (with --checkpoint)")
     src.add_argument("--checkpoint", help="safetensors checkpoint in the official layout")
-    src.add_argument("--resolution", type=int, default=0, help="export resolution (default: the config's)")
-    src.add_argument("--unet-batch", type=int, default=0, help="2*frames (default) or frames")
-    src.add_argument("--decode-chunk", type=int, default=0, help="default: as python -m export (no padding frames)")
-    src.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    src.add_argument("--resolution", type=int, help="export resolution (default: the config's)")
+    src.add_argument("--unet-batch", default="2T", help="2T (default) or T, as python -m export")
+    src.add_argument("--decode-chunk", type=int, help="default: as python -m export (no padding frames)")
+    src.add_argument("--dtype", default="fp32", help="fp32 or fp16, as python -m export")
     src.add_argument("--attention-chunk", type=int, default=0, help="memory-bounded attention query chunk")
     src.add_argument("--formats", default="onnx,mindir", help="graph formats to export")
     src.add_argument("--parity", default="auto", help="the export's parity gate (python -m export --help)")
@@ -64,12 +63,17 @@ def resolve_graphs(a: argparse.Namespace) -> Path:
         return Path(a.graphs)
     if not (a.config and a.checkpoint):
         raise SystemExit("error: expected --graphs DIR, or --config NAME --checkpoint FILE")
+    from configs import ConfigError
+    from models.checkpoint import CheckpointError
+    from export import ExportError
     from .exporting import ensure_export
 
-    return ensure_export(a.config, a.checkpoint, cache=Path(a.cache), resolution=a.resolution or None,
-                         unet_batch=a.unet_batch or None, decode_chunk=a.decode_chunk or None, dtype=a.dtype,
-                         attention_chunk=a.attention_chunk, formats=tuple(f for f in a.formats.split(",") if f),
-                         parity=a.parity)
+    try:         # the export checks every option itself (python -m export's messages)
+        return ensure_export(a.config, a.checkpoint, cache=Path(a.cache), resolution=a.resolution,
+                             unet_batch=a.unet_batch, decode_chunk=a.decode_chunk, dtype=a.dtype,
+                             attention_chunk=a.attention_chunk, formats=a.formats, parity=a.parity)
+    except (ConfigError, CheckpointError, ExportError) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from runtime.peak_rss import peak_rss_bytes
 from runtime.specs import GRAPH_NAMES
 
 from .stats import summarize, time_calls
@@ -47,7 +47,7 @@ def _child(path: str, graph: str, graphs: str, backend: str, form: str, warmup: 
     load_s = time.perf_counter() - t0
     warm, times = time_calls(lambda: runner.run(feeds), warmup, repeats)
     return {"load_s": load_s, "warmup_s": warm, "times_s": times, **summarize(times),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 def measure(graphs: Path, graph: str, backend: str, work: Path, warmup: int, repeats: int,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import List
 
 import numpy as np
 
+from runtime.peak_rss import peak_rss_bytes
 from .mesh_scenes import SHAPES, TEST_FACES, TEST_REFINE, TEST_RESOLUTION, TEST_SIZE, render_orbit, score
 from .peak import machine_info, versions
 from .stats import summarize
@@ -45,7 +45,7 @@ def child(args) -> dict:
 
     data = np.load(args.child)
     frames, el, az = data["frames"], data["elevations"], data["azimuths"]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = peak_rss_bytes()
     cams = orbit_cameras(make_orbit(len(az), elevation=el.tolist(), azimuths=az.tolist()), frames.shape[1],
                          frames.shape[2])
     rec = reconstruct(frames, cams, resolution=args.resolution, faces=args.faces, refine_passes=args.refine)
@@ -55,7 +55,7 @@ def child(args) -> dict:
     rec.seconds["write"] = time.perf_counter() - t0
     out = {"seconds": rec.seconds, "faces": int(len(rec.faces)), "vertices": int(len(rec.vertices)),
            "rss_after_load_bytes": rss_before,
-           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+           "peak_rss_bytes": peak_rss_bytes()}
     out.update(score(SHAPES[args.shape], rec.vertices, rec.colours))
     return out
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 import types
 from pathlib import Path
 from typing import List, Optional
+
+from runtime.peak_rss import peak_rss_bytes
 
 
 def _load_sgm(repo: Path):
@@ -92,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rec = {"engine": f"sgm VideoUNet, torch {torch.__version__} bf16 autocast", "config": a.config,
            "resolution": a.resolution, "batch": int(inputs["x"].shape[0]), "threads": torch.get_num_threads(),
            "load_s": load_s, "call_wall_s": wall, "out_shape": list(out.shape),
-           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+           "peak_rss_gib": peak_rss_bytes() / 2 ** 30}
     print(json.dumps(rec))
     if a.json:
         Path(a.json).write_text(json.dumps(rec, indent=1) + "\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from runtime.peak_rss import peak_rss_bytes
 from runtime.specs import GRAPH_ROLES
 
 from .stats import summarize, time_calls
@@ -118,12 +118,6 @@ def _rss() -> Optional[int]:
     return int(psutil.Process().memory_info().rss)
 
 
-def _peak_rss() -> int:
-    """ru_maxrss of this process in bytes (Linux reports kB)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kb) * (1 if sys.platform == "darwin" else 1024)
-
-
 def synthetic_image(resolution: int):
     """A smooth [-1, 1] test image (1, 3, S, S): the content does not change the work, only the values."""
     import numpy as np
@@ -202,7 +196,7 @@ def _child(run: BackendRun) -> None:
         emit({"record": "stage", "stage": "end_to_end", "graph": None, "steps": run.steps, "times_s": total,
               **summarize(total), "flops": generation_flops_executed(cfg, shapes, run.steps),
               "pipeline_stages_s": stage_s})
-    emit({"record": "memory", "point": "peak", "rss_bytes": _peak_rss()})
+    emit({"record": "memory", "point": "peak", "rss_bytes": peak_rss_bytes()})
 
 
 def child_main(argv: List[str]) -> int:

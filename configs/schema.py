@@ -50,6 +50,11 @@ class UNetConfig:
     def time_embed_dim(self) -> int:
         return self.model_channels * self.time_embed_mult
 
+    @property
+    def downsample_factor(self) -> int:
+        """A Downsample between consecutive levels (VM:191-319): latent sizes must be multiples of this."""
+        return 2 ** (len(self.channel_mult) - 1)
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -361,9 +366,8 @@ def validate(cfg: SV3DConfig) -> None:
            f"conditioning latent), got {u.in_channels}")
     _check(u.out_channels == cfg.latent_channels,
            f"unet.out_channels must equal latent_channels {cfg.latent_channels}, got {u.out_channels}")
-    unet_down = 2 ** (len(u.channel_mult) - 1)
-    _check(cfg.latent_size() % unet_down == 0,
-           f"latent size {cfg.latent_size()} must be divisible by the UNet's down-sampling {unet_down}")
+    _check(cfg.latent_size() % u.downsample_factor == 0,
+           f"latent size {cfg.latent_size()} must be divisible by the UNet's down-sampling {u.downsample_factor}")
 
     v = cfg.vae
     _positive(v, "vae", "in_channels", "out_ch", "ch", "num_res_blocks", "z_channels", "embed_dim", "norm_groups")

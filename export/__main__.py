@@ -71,9 +71,10 @@ def main(argv: Optional[list] = None) -> int:
             g = result.graphs[name]
             errs = g.get("results", {}).get(fmt, {})
             check = f"{g['gate']} rel_l2 {errs['rel_l2']:.2e}" if errs else g["gate"]
-            print(f"{fmt:6s} {name:12s} {sum(f.bytes for f in entry.files) / 1e6:10.1f} MB  "
-                  f"export {g['formats'][fmt]['export_seconds']:7.1f} s  parity {check}")
-    print(f"{result.out}: exported in {result.seconds:.1f} s, peak RSS {result.peak_rss_bytes / 1e9:.2f} GB "
+            how = "reused        " if name in result.reused else f"export {g['formats'][fmt]['export_seconds']:7.1f} s"
+            print(f"{fmt:6s} {name:12s} {sum(f.bytes for f in entry.files) / 1e6:10.1f} MB  {how}  parity {check}")
+    done = "exported" if result.published else "up to date (--reuse), checked"
+    print(f"{result.out}: {done} in {result.seconds:.1f} s, peak RSS {result.peak_rss_bytes / 1e9:.2f} GB "
           f"(largest child process {result.peak_worker_rss_bytes / 1e9:.2f} GB)")
     return 0
 

@@ -15,13 +15,14 @@ Two phases:
    Cell (export/parity.py). Steps that hold a large graph's weights run in worker processes (export/workers.py:
    MindSpore never frees what it compiled).
    The manifest is written last and the staging folder renamed into place (export/staging.py).
+   With --reuse, a graph whose identity is unchanged is carried over from the export already at the destination
+   (or from the graphs a failed --reuse export kept) instead: export/reuse.py.
 """
 from __future__ import annotations
 
 import logging
 import os
 import platform
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,9 +36,10 @@ from configs import ConfigError, SV3DConfig, load_config
 from models.checkpoint import CheckpointError
 from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
+from runtime.peak_rss import peak_rss_bytes
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
-from . import parity, staging, workers
+from . import parity, reuse, staging, workers
 from .registry import graph_weight_bytes
 from .errors import ExportError, ParityError
 from .options import DTYPE_FLAGS, ISOLATE_CHOICES, ONNX_FORMS, ONNX_SOURCES, UNET_BATCHES, ExportOptions
@@ -67,6 +69,7 @@ class Plan:
     onnx_source: str = "auto"
     isolate: str = "auto"
     onnx_form: str = "fused"
+    reuse: bool = False              # carry unchanged graphs over from the export at `out` (export/reuse.py)
 
 
 @dataclass
@@ -77,6 +80,8 @@ class ExportResult:
     peak_rss_bytes: int
     peak_worker_rss_bytes: int = 0
     graphs: Dict[str, dict] = field(default_factory=dict)    # per graph: files, timings, parity
+    reused: Tuple[str, ...] = ()     # graphs carried over from the export at `out` (--reuse), not exported again
+    published: bool = True           # False: --reuse found the export up to date and left it as it was
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -107,7 +112,7 @@ def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:
         decode_chunk=cfg.decoder_call_frames() if options.decode_chunk is None else int(options.decode_chunk),
         dtype=DTYPE_FLAGS[options.dtype],
         attention_chunk=int(options.attention_chunk))
-    shapes.validate(cfg.latent_factor, parity.unet_down(cfg))
+    shapes.validate(cfg.latent_factor, cfg.unet.downsample_factor)
     return shapes
 
 
@@ -166,11 +171,12 @@ def plan(options: ExportOptions) -> Plan:
     checkpoint = Path(options.checkpoint).expanduser()
     CheckpointReader(checkpoint, cfg)                        # header + layout against the config
     out = Path(options.out).expanduser().absolute()
-    staging.check_destination(out, options.overwrite)
+    overwrite = bool(options.overwrite or options.reuse)   # an update replaces the old export when published
+    staging.check_destination(out, overwrite)
     p = Plan(cfg=cfg, shapes=shapes, formats=formats, parity=options.parity,
              max_gflop=float(options.parity_max_gflop), checkpoint=checkpoint.absolute(), out=out,
-             overwrite=bool(options.overwrite), seed=int(options.seed), onnx_source=options.onnx_source,
-             isolate=options.isolate, onnx_form=options.onnx_form)
+             overwrite=overwrite, seed=int(options.seed), onnx_source=options.onnx_source,
+             isolate=options.isolate, onnx_form=options.onnx_form, reuse=bool(options.reuse))
     probe = out.parent
     while not probe.exists():
         probe = probe.parent
@@ -224,11 +230,6 @@ def write_manifest(folder: Path, cfg: SV3DConfig, shapes: ExportShapes,
     return check
 
 
-def _peak_rss(who: int = resource.RUSAGE_SELF) -> int:
-    """Peak resident memory of this process (RUSAGE_SELF) or of its largest finished worker (RUSAGE_CHILDREN)."""
-    return resource.getrusage(who).ru_maxrss * 1024        # Linux reports KiB
-
-
 def _tools(formats) -> dict:
     import mindspore
 
@@ -241,6 +242,29 @@ def _tools(formats) -> dict:
     if "mslite" in formats:
         tools["mindspore_lite_converter"] = workers.mslite_version()
     return tools
+
+
+def graph_form(p: Plan, fmt: str) -> str:
+    """The form a graph is written in: onnx in the requested ONNX form, mslite in its own, MindIR plain."""
+    return {"onnx": p.onnx_form, "mslite": "mslite"}.get(fmt, "plain")
+
+
+def graph_identities(p: Plan, name: str, tools: dict, weights: Dict[str, str]) -> Dict[str, dict]:
+    """{format: identity} of graph `name` in this plan (export/reuse.py). `weights` caches the sha256 of each
+    component's checkpoint tensors."""
+    from models.checkpoint import read_header, tensors_sha256
+    from models.components import component_keys
+    from .registry import GRAPHS
+
+    component = GRAPHS[name].component
+    if component not in weights:
+        weights[component] = tensors_sha256(read_header(p.checkpoint), component_keys(p.cfg, component))
+    gate, _ = parity.choose_gate(p.parity, p.cfg, name, p.shapes, p.max_gflop)
+    return {fmt: reuse.identity(fmt, tools=tools, config_sha256=p.cfg.sha256(), weights_sha256=weights[component],
+                                num_frames=p.shapes.num_frames, attention_chunk=p.shapes.attention_chunk,
+                                form=graph_form(p, fmt), onnx_source=p.onnx_source, gate=gate,
+                                tolerance=parity.TOLERANCE[p.shapes.dtype], seed=p.seed)
+            for fmt in p.formats}
 
 
 class Exporter:
@@ -370,7 +394,8 @@ class Exporter:
                                   for f, r in failed.items()))
         return results
 
-    def export_graph(self, name: str, spec: GraphSpec) -> Tuple[Dict[str, GraphEntry], dict]:
+    def export_graph(self, name: str, spec: GraphSpec, identities: Dict[str, dict]
+                     ) -> Tuple[Dict[str, GraphEntry], dict]:
         p = self.p
         gate, reason = parity.choose_gate(p.parity, p.cfg, name, p.shapes, p.max_gflop)
         iso = self.isolated(name)
@@ -381,13 +406,14 @@ class Exporter:
         checks = self.check_all(name, written, spec, iso, run=gate == "full")
         entries = {}
         for fmt, (model, files, t_write) in written.items():
-            form = {"onnx": p.onnx_form, "mslite": "mslite"}.get(fmt, "plain")
+            form = graph_form(p, fmt)
             entry = graph_entry(spec, fmt, model, files, self.root, form)
             size = sum(f.bytes for f in entry.files)
             report["formats"][fmt] = {"model_file": entry.model_file, "bytes": size, "files": len(entry.files),
                                       "export_seconds": round(t_write, 3),
                                       "engine_inputs": checks[fmt]["engine_inputs"],
-                                      "engine_outputs": checks[fmt]["engine_outputs"]}
+                                      "engine_outputs": checks[fmt]["engine_outputs"],
+                                      "identity": identities[fmt]}
             if fmt in ("onnx", "mslite"):
                 report["formats"][fmt]["form"] = form
                 if (fmt, name) in self.fusions:
@@ -432,11 +458,38 @@ class Exporter:
         return {"check_shapes": tshapes.to_dict(), "results": self.numeric_gate(name, checks, tspec, ref)}
 
 
+def _up_to_date(p: Plan, old: Manifest, reusable: Dict[str, Manifest]) -> bool:
+    """Every graph reused from `old`, the export at p.out, in exactly the requested formats, and the export's own
+    record (shapes, checkpoint path, gate settings) unchanged."""
+    return (all(reusable.get(name) is old for name in GRAPH_NAMES) and old.root == p.out
+            and tuple(f for f in old.formats() if f not in reuse.DERIVED) == p.formats and old.shapes == p.shapes
+            and old.source.get("checkpoint") == str(p.checkpoint)
+            and [old.parity.get(k) for k in ("gate", "max_gflop", "seed")] == [p.parity, p.max_gflop, p.seed])
+
+
 def run(p: Plan) -> ExportResult:
-    """Export every graph of the plan into a staging folder and publish it (module docstring)."""
+    """Export every graph of the plan into a staging folder and publish it (module docstring); with --reuse,
+    carry the unchanged graphs of the export at p.out over instead (export/reuse.py)."""
     t_start = time.perf_counter()
     specs = graph_specs(p.cfg, p.shapes)
+    tools, weights = _tools(p.formats), {}
+    ids = {name: graph_identities(p, name, tools, weights) for name in GRAPH_NAMES}
+    reusable: Dict[str, Manifest] = {}                  # graph -> the export it is carried over from
+    olds = reuse.sources(p.out) if p.reuse else []
+    if olds:
+        log.info(f"--reuse: checking the graphs of {', '.join(str(m.root) for m in olds)}")
+        for name in GRAPH_NAMES:
+            source, _ = reuse.choose(olds, name, specs[name], ids[name])
+            if source is not None:
+                reusable[name] = source
+        if _up_to_date(p, olds[0], reusable):
+            log.info(f"export up to date: {p.out} (every graph unchanged and verified; nothing written)")
+            return ExportResult(out=p.out, manifest=olds[0], seconds=time.perf_counter() - t_start,
+                                peak_rss_bytes=peak_rss_bytes(), graphs=dict(olds[0].parity["graphs"]),
+                                reused=GRAPH_NAMES, published=False)
     root = staging.begin(p.out)
+    graphs: Dict[str, Dict[str, GraphEntry]] = {fmt: {} for fmt in p.formats}
+    reports: Dict[str, dict] = {}
     saved_env = {k: os.environ.get(k) for k in MS_DEBUG_ENVS}
     try:
         # MindSpore writes rank_0/om/analyze_fail.ir (an interrupted or failed compile) and any graph dumps under
@@ -450,32 +503,41 @@ def run(p: Plan) -> ExportResult:
                  f"decode chunk {p.shapes.decode_chunk}, {p.shapes.dtype}, attention chunk "
                  f"{p.shapes.attention_chunk or 'off'}, formats {','.join(p.formats)}"
                  f"{' (onnx ' + p.onnx_form + ')' if 'onnx' in p.formats else ''}, parity {p.parity}")
-        graphs: Dict[str, Dict[str, GraphEntry]] = {fmt: {} for fmt in p.formats}
-        reports = {}
         for i, name in enumerate(GRAPH_NAMES, 1):
             t0 = time.perf_counter()
             log.info(f"[{i}/{len(GRAPH_NAMES)}] {name}")
-            entries, report = exporter.export_graph(name, specs[name])
+            if name in reusable:
+                entries, report = reuse.carry_over(reusable[name], name, p.formats, root)
+                log.info(f"  {name} carried over (exported {report['reused']['exported']}, gate {report['gate']} "
+                         f"as recorded then)")
+            else:
+                entries, report = exporter.export_graph(name, specs[name], ids[name])
             interrupts.checkpoint()
             for fmt, entry in entries.items():
                 graphs[fmt][name] = entry
             report["seconds"] = round(time.perf_counter() - t0, 3)
             reports[name] = report
-            log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {_peak_rss() / 1e9:.2f} GB, "
-                     f"largest child process {_peak_rss(resource.RUSAGE_CHILDREN) / 1e9:.2f} GB)")
+            log.info(f"  {name} done in {report['seconds']:.1f} s (peak RSS so far {peak_rss_bytes() / 1e9:.2f} GB, "
+                     f"largest child process {peak_rss_bytes(children=True) / 1e9:.2f} GB)")
         shutil.rmtree(root / SCRATCH, ignore_errors=True)
+        derived = ({}, {}, {})                          # graphs added to the old export later (the int8 UNet)
+        if olds and olds[0].root == p.out:
+            derived = reuse.derived(olds[0], reusable, p.formats, root)
         write_manifest(                                 # read back as the runtime will, before publishing
-            root, p.cfg, p.shapes, graphs, tools=_tools(p.formats),
+            root, p.cfg, p.shapes, {**graphs, **derived[0]}, tools={**tools, **derived[2]},
             source={"checkpoint": str(p.checkpoint), "bytes": p.checkpoint.stat().st_size},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             parity={"gate": p.parity, "max_gflop": p.max_gflop, "seed": p.seed,
                     "reference": "eager MindSpore Cell (PyNative, float32 weights)",
                     "metric": "relative L2 ||graph - eager|| / ||eager|| on spec.example_inputs(seed)",
-                    "graphs": reports})
+                    "graphs": reports, **derived[1]})
         interrupts.checkpoint()                         # never publish once a signal arrived
         staging.publish(root, p.out, p.overwrite)
-    except BaseException:
-        staging.abandon(root)
+    except BaseException as e:
+        if p.reuse and reports and isinstance(e, Exception) and not interrupts.interrupted():
+            _keep_completed(p, root, graphs, reports, tools)      # a failed gate: the next --reuse redoes less
+        else:
+            staging.abandon(root)
         raise
     finally:
         for k, v in saved_env.items():
@@ -485,11 +547,29 @@ def run(p: Plan) -> ExportResult:
                 os.environ[k] = v
         _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
     seconds = time.perf_counter() - t_start
-    peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
+    peak, peak_workers = peak_rss_bytes(), peak_rss_bytes(children=True)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
              f"{peak_workers / 1e9:.2f} GB)")
     return ExportResult(out=p.out, manifest=Manifest.load(p.out), seconds=seconds, peak_rss_bytes=peak,
-                        peak_worker_rss_bytes=peak_workers, graphs=reports)
+                        peak_worker_rss_bytes=peak_workers, graphs=reports, reused=tuple(reusable))
+
+
+def _keep_completed(p: Plan, root: Path, graphs: Dict[str, Dict[str, GraphEntry]], reports: Dict[str, dict],
+                    tools: dict) -> None:
+    """Keep the graphs a failed --reuse export completed (export/reuse.py); on any trouble, keep nothing."""
+    try:
+        shutil.rmtree(root / SCRATCH, ignore_errors=True)
+        done = {fmt: {n: e for n, e in per.items() if n in reports} for fmt, per in graphs.items()}
+        listed = {root / f.path for per in done.values() for e in per.values() for f in e.files}
+        for f in [f for f in root.rglob("*") if f.is_file() and f not in listed]:
+            f.unlink()                          # the failed graph's files: nothing can reuse them
+        reuse.keep_unfinished(root, p.out, Manifest.create(
+            root, p.cfg, p.shapes, {fmt: per for fmt, per in done.items() if per}, tools=tools,
+            source={"checkpoint": str(p.checkpoint)}, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            parity={"graphs": reports}))
+    except Exception as e:                      # never mask the export's own error
+        log.warning(f"--reuse: the completed graphs could not be kept ({type(e).__name__}: {e})")
+        staging.abandon(root)
 
 
 def _point_mindspore_dumps(folder) -> None:

@@ -55,4 +55,8 @@ class ExportOptions:
                                             "compiled weights until exit); auto = for graphs over 1 GiB"))
     seed: int = field(default=0, metadata=dict(help="seed of the tracing and parity inputs"))
     overwrite: bool = field(default=False, metadata=dict(help="replace an existing export folder"))
+    reuse: bool = field(default=False, metadata=dict(
+        help="update the export at -o in place of replacing it: a graph whose identity (exporter, config, "
+             "checkpoint tensors, shapes, dtype, form, gate) is unchanged and whose files verify is carried over "
+             "with its recorded gate, not exported or gated again (export/reuse.py); implies --overwrite"))
     quiet: bool = field(default=False, metadata=dict(help="no progress lines"))

@@ -34,7 +34,6 @@ from typing import Tuple
 import numpy as np
 
 from models.flops import graph_flops as count_flops
-from models.unet_layout import unet_layout
 from runtime.specs import ExportShapes
 from .registry import GRAPHS
 
@@ -45,13 +44,9 @@ DEFAULT_MAX_GFLOP = 10.0
 TWIN_DECODE_CHUNK = 2
 
 
-def unet_down(cfg) -> int:
-    return unet_layout(cfg.unet).down
-
-
 def twin_shapes(cfg, shapes: ExportShapes) -> ExportShapes:
     """The smallest valid shapes that still run every code path of the real-size graph (module docstring)."""
-    resolution = cfg.latent_factor * unet_down(cfg)
+    resolution = cfg.latent_factor * cfg.unet.downsample_factor
     frames = min(shapes.num_frames, cfg.unet.video_kernel_size[0])
     chunk = 0
     if shapes.attention_chunk > 0:

@@ -7,7 +7,9 @@ manifest.json). A failed export removes its staging folder; one killed outright 
 behind, and the next export to the same destination removes it once its process is gone.
 
 --overwrite replaces an existing destination only if it is empty or an export (holds manifest.json): the old
-folder is renamed aside, the new one renamed in, then the old one deleted.
+folder is renamed aside, the new one renamed in, then the old one deleted. A failed `--reuse` export keeps the
+graphs it completed in `<parent>/.<name>.unfinished/` (no manifest.json: never taken for an export) for the next
+`--reuse` export; publishing any export to `<name>` removes that folder.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .errors import DestinationError
 
 PARTIAL = ".partial-"
 OLD = ".old-"
+UNFINISHED = ".unfinished"      # the graphs a failed --reuse export completed (export/reuse.py)
 
 
 def _partial_prefix(out: Path) -> str:
@@ -39,12 +42,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def staging_folders(out: Path) -> List[Path]:
-    """Staging folders of exports to `out` (finished or not) that exist now."""
-    if not out.parent.is_dir():
-        return []
-    prefix = _partial_prefix(out)
-    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix) and p.is_dir())
+def unfinished_folder(out: Path) -> Path:
+    """Where a failed `--reuse` export to `out` keeps the graphs it completed, for the next one to reuse."""
+    return out.parent / f".{out.name}{UNFINISHED}"
 
 
 def _leftovers(out: Path) -> List[Tuple[Path, int]]:
@@ -82,7 +82,8 @@ def check_destination(out: Path, overwrite: bool) -> None:
         if not out.is_dir():
             raise DestinationError(f"output path {out} exists and is not a folder")
         if not overwrite:
-            raise DestinationError(f"output folder {out} already exists; pass --overwrite to replace it")
+            raise DestinationError(f"output folder {out} already exists; pass --overwrite to replace it (or --reuse "
+                                   f"to update it)")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise DestinationError(f"output folder {out} is not empty and holds no {MANIFEST_NAME}, so it is not "
                                    f"an export; refusing to replace it even with --overwrite (choose another "
@@ -125,6 +126,15 @@ def publish(staging: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(staging, out)
+    shutil.rmtree(unfinished_folder(out), ignore_errors=True)        # a published export supersedes it
+
+
+def keep_unfinished(staging: Path, out: Path) -> Path:
+    """Move a failed `--reuse` export's staging folder to unfinished_folder(out), replacing an older one."""
+    kept = unfinished_folder(out)
+    shutil.rmtree(kept, ignore_errors=True)
+    os.replace(staging, kept)
+    return kept
 
 
 def abandon(staging: Path) -> None:

@@ -67,14 +67,14 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _worker_main(conn, parent_pid: int, fn: Callable, args: tuple) -> None:
-    import resource
+    from runtime.peak_rss import peak_rss_bytes
 
     die_with_parent(parent_pid)
     try:
         answer = (True, fn(*args))
     except BaseException as e:                  # re-raised in the parent (KeyboardInterrupt included)
         answer = (False, e)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024                # Linux: KiB
+    peak = peak_rss_bytes()
     try:
         conn.send(answer + (peak,))
     except Exception as e:                       # an unpicklable result or exception
@@ -154,7 +154,7 @@ def _make_cell(plan, name: str, shapes: ExportShapes, dtype: str, spec: GraphSpe
     reader = _reader(plan)
 
     def make():
-        return build_graph_cell(name, plan.cfg, reader, resolution=shapes.resolution, num_frames=shapes.num_frames,
+        return build_graph_cell(name, reader, resolution=shapes.resolution, num_frames=shapes.num_frames,
                                 attention_chunk=shapes.attention_chunk, dtype=dtype, spec=spec)
     return make
 

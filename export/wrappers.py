@@ -11,9 +11,8 @@ Tracing concerns live here, not in models/:
 
 Two fp16 details of MindSpore 2.10's ONNX converter, found by the parity gate:
 - a tensor divided by a Python float is written as Cast(float32) + Div and never cast back, so the next fp16
-  Conv gets a float32 input and the model does not load. The decoder wrapper therefore applies the latent scale
-  itself as a float32 multiply by a constant Tensor, cast to the graph's dtype (same value as VAEDecoder's
-  `z / scale_factor` up to one rounding);
+  Conv gets a float32 input and the model does not load. models.vae.VAEDecoder therefore applies the latent
+  scale as a float32 multiply by a constant Tensor, cast back to the latent's dtype;
 - constants built as float32 Tensors inside a Cell (CLIP's resize matrices) cannot meet fp16 activations in a
   MatMul, so CLIP's preprocessing runs in float32 and only the vision tower runs in fp16.
 """
@@ -73,21 +72,16 @@ class UNetGraph(nn.Cell):
 
 
 class VAEDecoderGraph(nn.Cell):
-    """latent (chunk, z, h, w), sampled latent -> image (chunk, 3, 8h, 8w), raw decoder output.
-
-    Computes decoder(latent * (1 / scale_factor)), the scaling as a float32 multiply by a constant Tensor (see
-    the module docstring); the official decode multiplies by 1 / scale_factor as well (DIF:117-135).
-    """
+    """latent (chunk, z, h, w), sampled latent -> image (chunk, 3, 8h, 8w), raw decoder output (VAEDecoder, its
+    decode scaling included)."""
 
     def __init__(self, vae_decoder, dtype: str):
         super().__init__()
-        self.decoder = vae_decoder.decoder
-        self.inv_scale = Tensor(np.asarray(1.0 / vae_decoder.scale_factor, dtype=np.float32))
+        self.vae_decoder = vae_decoder
         self.out_dtype = ms_dtype(dtype)
 
     def construct(self, latent):
-        z = (latent.astype(ms.float32) * self.inv_scale).astype(self.out_dtype)
-        return self.decoder(z).astype(self.out_dtype)
+        return self.vae_decoder(latent).astype(self.out_dtype)
 
 
 def _check_registry() -> None:
@@ -118,23 +112,20 @@ def to_half(cell: nn.Cell) -> int:
     return n
 
 
-def build_graph_cell(name: str, cfg, reader, *, resolution: int, num_frames: int, attention_chunk: int,
+def build_graph_cell(name: str, reader, *, resolution: int, num_frames: int, attention_chunk: int,
                      dtype: str, spec=None) -> nn.Cell:
     """A fresh wrapper Cell for graph `name`, its model loaded from `reader` (a models.checkpoint reader).
 
     Fresh every time on purpose: a Cell compiled once keeps its first graph, and a second ONNX export of the
     same instance fails (MINDSPORE_NOTES.md).
     """
-    from models.checkpoint import load_component
-    from models.components import build_component
+    from models.checkpoint import loaded_component
 
     graph = GRAPHS[name]
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    model = build_component(cfg, graph.component, num_frames=num_frames, input_size=resolution,
-                            attention_chunk=attention_chunk)
-    load_component(model, graph.component, reader)
-    model.set_train(False)
+    model = loaded_component(reader, graph.component, num_frames=num_frames, input_size=resolution,
+                             attention_chunk=attention_chunk)
     if dtype == "float16":
         to_half(graph.half_target(model))
     wrapper = globals()[graph.wrapper](model, dtype)

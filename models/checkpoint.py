@@ -291,17 +291,36 @@ def load_component(cell, component: str, reader: CheckpointReader) -> int:
     return count
 
 
-def load_models(path, cfg: SV3DConfig, components: Iterable[str] = tuple(COMPONENTS), *,
-                num_frames: Optional[int] = None, input_size: Optional[int] = None,
-                attention_chunk: int = 0) -> Dict[str, object]:
-    """Build and load the requested components from an official-layout checkpoint: {component: Cell}."""
-    components = tuple(components)
-    reader = CheckpointReader(path, cfg, components)
-    cells = {}
-    for comp in components:
-        cell = build_component(cfg, comp, num_frames=num_frames, input_size=input_size,
-                               attention_chunk=attention_chunk)
-        load_component(cell, comp, reader)
-        cell.set_train(False)
-        cells[comp] = cell
-    return cells
+def loaded_component(reader: CheckpointReader, component: str, *, num_frames: Optional[int] = None,
+                     input_size: Optional[int] = None, attention_chunk: int = 0):
+    """The Cell of `component`, built for these sizes (default: the config's), loaded from `reader` and in
+    inference mode. The one build-and-load step: the export wrappers, models.load_check and the tests use it."""
+    cell = build_component(reader.cfg, component, num_frames=num_frames, input_size=input_size,
+                           attention_chunk=attention_chunk)
+    load_component(cell, component, reader)
+    cell.set_train(False)
+    return cell
+
+
+def tensors_sha256(header: CheckpointHeader, names: Iterable[str]) -> str:
+    """sha256 over the named tensors of the file, each as name, dtype, shape and raw bytes, in name order: the
+    content identity of a component's weights (export/reuse.py), whatever the file's path, time or other tensors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(header.path, "rb") as f:
+            for name in sorted(names):
+                info = header.tensors[name]
+                h.update(json.dumps([name, info.dtype, list(info.shape)]).encode())
+                f.seek(header.data_offset + info.start)
+                left = info.end - info.start
+                while left > 0:
+                    block = f.read(min(left, 1 << 24))
+                    if not block:
+                        raise CheckpointError(f"{header.path}: tensor {name!r} is cut short")
+                    h.update(block)
+                    left -= len(block)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {header.path}: {e.strerror or e}") from None
+    return h.hexdigest()

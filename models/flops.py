@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
 from runtime.specs import GRAPH_NAMES
-from .unet_layout import CONV_IN, DOWNSAMPLE, unet_layout
+from .unet_layout import CONV_IN, DOWNSAMPLE, TIME_POS_EMBED_MULT, unet_layout
 from .vae_layout import VAELevel, vae_layout
 
 KINDS = ("conv", "linear", "attention")
@@ -37,9 +37,7 @@ MODES = ("reference", "executed")
 
 # SV3D's crossattn is one CLIP embedding per frame: context (B, 1, context_dim) (runtime/specs.py).
 CONTEXT_TOKENS = 1
-# SpatialVideoTransformer.time_pos_embed width multiplier, written into the official module (VA:233;
-# models/unet_blocks.TIME_POS_EMBED_MULT); the FeedForward GEGLU doubles its projection (value | gate).
-TIME_POS_EMBED_MULT = 4
+# The FeedForward GEGLU doubles its projection (value | gate).
 GEGLU_BRANCHES = 2
 # VAE mid-block attention is single-head over all positions (MDL:204-265); the CLIP tower has one class token.
 CLIP_CLASS_TOKENS = 1
@@ -154,7 +152,7 @@ def unet_flops(cfg, resolution: int, batch: int, mode: str = "reference") -> Flo
         raise ValueError(f"UNet batch must be a multiple of num_frames {T} (b videos x T frames), got {batch}")
     if resolution % cfg.latent_factor:
         raise ValueError(f"resolution must be a multiple of latent_factor {cfg.latent_factor}, got {resolution}")
-    down = unet_layout(u).down
+    down = u.downsample_factor
     lat = cfg.latent_size(resolution)
     if lat % down:
         raise ValueError(f"latent size {lat} must be divisible by the UNet's down-sampling {down}")

@@ -175,13 +175,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float, query_chunk: int = 
     return ops.concat(outs, axis=1)
 
 
-def timestep_embedding_table(dim: int, max_period: int) -> np.ndarray:
-    """Frequencies of the sinusoidal embedding (DU:237-261): exp(-ln(max_period) * i / half), float32 (half,)."""
-    half = dim // 2
-    return np.exp(-math.log(max_period) * np.arange(half, dtype=np.float32) / half).astype(np.float32)
-
-
 def timestep_embedding(t: Tensor, freqs: Tensor) -> Tensor:
-    """(N,) -> (N, 2*half) as [cos(t f) | sin(t f)]; freqs from timestep_embedding_table."""
+    """(N,) -> (N, 2*half) as [cos(t f) | sin(t f)], in the graph: runtime.conditioning.timestep_embedding of a
+    graph input; freqs from runtime.conditioning.sinusoid_frequencies(..., float32_math=True)."""
     args = t.astype(ms.float32)[:, None] * freqs[None]
     return ops.concat((ops.cos(args), ops.sin(args)), axis=-1)

@@ -2,20 +2,15 @@
 
     python -m models.load_check --config sv3d_u --checkpoint sv3d_u.safetensors [--components unet,clip]
 """
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 from configs import ConfigError, load_config
-from .checkpoint import CheckpointError, CheckpointReader, load_component, skipped_tensors
-from .components import COMPONENTS, build_component
-
-
-def peak_rss_gib() -> float:
-    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+from runtime.peak_rss import peak_rss_bytes
+from .checkpoint import CheckpointError, CheckpointReader, loaded_component, skipped_tensors
+from .components import COMPONENTS
 
 
 def load_check(config: str, checkpoint: str, components=tuple(COMPONENTS)) -> dict:
@@ -28,14 +23,11 @@ def load_check(config: str, checkpoint: str, components=tuple(COMPONENTS)) -> di
     cells = {}
     for comp in components:
         t = time.perf_counter()
-        cell = build_component(cfg, comp)
-        built = time.perf_counter() - t
-        n = load_component(cell, comp, reader)
-        cells[comp] = cell
-        report["components"][comp] = {"parameters": n, "build_s": round(built, 2),
-                                      "load_s": round(time.perf_counter() - t - built, 2)}
+        cells[comp] = cell = loaded_component(reader, comp)
+        report["components"][comp] = {"parameters": sum(int(p.size) for p in cell.get_parameters()),
+                                      "load_s": round(time.perf_counter() - t, 2)}      # build + load
     report["total_s"] = round(time.perf_counter() - t0, 2)
-    report["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    report["peak_rss_gib"] = round(peak_rss_bytes() / 2**30, 2)
     return report
 
 
@@ -62,7 +54,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for comp, r in report["components"].items():
-        print(f"{comp:12s} {r['parameters']:>14,} parameters  build {r['build_s']:6.2f} s  load {r['load_s']:6.2f} s")
+        print(f"{comp:12s} {r['parameters']:>14,} parameters  build and load {r['load_s']:6.2f} s")
     print(f"total {report['total_s']:.1f} s, peak RSS {report['peak_rss_gib']:.2f} GiB, "
           f"{report['skipped_by_name']} unused tensors skipped by name, file dtypes {report['dtypes']}")
     return 0

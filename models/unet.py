@@ -9,7 +9,8 @@ from __future__ import annotations
 from mindspore import Tensor, nn, ops
 
 from configs import UNetConfig
-from .layers import GroupNorm, conv2d, linear, timestep_embedding, timestep_embedding_table
+from runtime.conditioning import sinusoid_frequencies
+from .layers import GroupNorm, conv2d, linear, timestep_embedding
 from .unet_blocks import Downsample, EmbedSequential, SiLU, SpatialVideoTransformer, Upsample, VideoResBlock
 from .unet_layout import CONV_IN, DOWNSAMPLE, unet_layout
 
@@ -50,7 +51,7 @@ class VideoUNet(nn.Cell):
         self.time_embed = nn.SequentialCell([linear(mc, ted), SiLU(), linear(ted, ted)])
         self.label_emb = nn.SequentialCell([nn.SequentialCell([linear(cfg.adm_in_channels, ted), SiLU(),
                                                                linear(ted, ted)])])
-        self.timestep_freqs = Tensor(timestep_embedding_table(mc, cfg.max_period))
+        self.timestep_freqs = Tensor(sinusoid_frequencies(mc, cfg.max_period, float32_math=True))
 
         def resblock(cin: int, cout: int) -> VideoResBlock:
             return VideoResBlock(cin, cout, cfg, num_frames)

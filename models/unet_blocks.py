@@ -24,12 +24,11 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from configs import UNetConfig
+from .unet_layout import TIME_POS_EMBED_MULT
+from runtime.conditioning import timestep_embedding
 from .layers import (GroupNorm, LayerNorm, attention, conv2d, gelu_erf, linear, merge_heads, silu, split_heads,
-                     timestep_embedding_table, upsample_nearest2x)
+                     upsample_nearest2x)
 
-# SpatialVideoTransformer.time_pos_embed is Linear(C -> 4C) -> SiLU -> Linear(4C -> C): the 4 is written into
-# the official module (VA:233, `time_embed_dim = self.in_channels * 4`), it is no config field.
-TIME_POS_EMBED_MULT = 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,16 +302,6 @@ class VideoTransformerBlock(nn.Cell):
         return x.reshape(b, s, t, c).transpose(0, 2, 1, 3)                    # (b, T, S, C)
 
 
-def frame_position_sinusoids(num_frames: int, dim: int, max_period: int) -> np.ndarray:
-    """timestep_embedding(arange(T), dim) (DU:237-261) in float32 like torch: (T, dim) as [cos | sin]."""
-    freqs = timestep_embedding_table(dim, max_period)
-    args = np.arange(num_frames, dtype=np.float32)[:, None] * freqs[None]
-    emb = np.concatenate([np.cos(args), np.sin(args)], axis=-1).astype(np.float32)
-    if dim % 2:
-        emb = np.concatenate([emb, np.zeros((num_frames, 1), np.float32)], axis=-1)
-    return emb
-
-
 class SpatialVideoTransformer(nn.Cell):
     """SpatialVideoTransformer (VA:147-302), use_linear, use_spatial_context, ff_in: (B, C, H, W) -> same.
 
@@ -336,8 +325,10 @@ class SpatialVideoTransformer(nn.Cell):
         width = TIME_POS_EMBED_MULT * channels
         self.time_pos_embed = nn.SequentialCell([linear(channels, width), SiLU(), linear(width, channels)])
         self.time_mixer = AlphaBlender()
-        # frame index 0..T-1 -> sinusoid, the same for every video (VA:267-272): a constant (T, C)
-        self.frame_sinusoids = Tensor(frame_position_sinusoids(num_frames, channels, cfg.max_period))
+        # frame index 0..T-1 -> sinusoid, the same for every video (VA:267-272): a constant (T, C) as [cos | sin],
+        # in float32 like torch
+        self.frame_sinusoids = Tensor(timestep_embedding(np.arange(num_frames), channels, cfg.max_period,
+                                                         float32_math=True))
 
     def construct(self, x, emb, context):
         """x (B, C, H, W), context (B, L, context_dim) -> (B, C, H, W); emb is unused."""

@@ -25,7 +25,10 @@ if TYPE_CHECKING:                      # annotations only: importing this module
 CONV_IN = "conv_in"
 RESBLOCK = "resblock"          # VideoResBlock, followed by a SpatialVideoTransformer where heads > 0
 DOWNSAMPLE = "downsample"      # 3x3 conv, stride 2
-INPUT_KINDS = (CONV_IN, RESBLOCK, DOWNSAMPLE)
+# SpatialVideoTransformer.time_pos_embed is Linear(C -> 4C) -> SiLU -> Linear(4C -> C): the 4 is written into
+# the official module (VA:233, `time_embed_dim = self.in_channels * 4`), it is no config field. The Cells
+# (models/unet_blocks.py) and the FLOP count (models/flops.py) read it here.
+TIME_POS_EMBED_MULT = 4
 
 
 @dataclass(frozen=True)
@@ -106,11 +109,6 @@ class UNetLayout:
     middle: MiddleBlock
     output_blocks: Tuple[OutputBlock, ...]
     head: Head
-
-    @property
-    def down(self) -> int:
-        """Total down-sampling: latent sizes must be multiples of it."""
-        return self.middle.ds
 
     def transformers(self) -> Iterator[Tuple[str, int, int, int]]:
         """(block name, channels, ds, heads) of every SpatialVideoTransformer, in execution order."""

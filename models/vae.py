@@ -12,12 +12,14 @@ Every GroupNorm has eps = cfg.norm_eps (1e-6, MDL:52-55).
 
 VAEEncoder (prefix conditioner.embedders.1.encoder.): Encoder (MDL:487-601) -> quant_conv -> the first z channels
 (the posterior mean; AE:468-488, REG:21-27). No scale factor (ENC:964, 1025).
-VAEDecoder (prefix first_stage_model.): decoder(z / scale_factor) (DIF:117-135), no post_quant_conv (AE:210-212),
+VAEDecoder (prefix first_stage_model.): decoder(z * (1 / scale_factor)) (DIF:117-135), no post_quant_conv (AE:210-212),
 no tanh, no clamp.
 """
 from __future__ import annotations
 
-from mindspore import nn
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
 
 from configs import VAEConfig
 from .layers import GroupNorm, attention, conv2d, pad_right_bottom, silu, upsample_nearest2x
@@ -188,14 +190,20 @@ class VAEEncoder(nn.Cell):
 
 
 class VAEDecoder(nn.Cell):
-    """Sampled latent (N, z, h, w) -> decoded frames (N, 3, 8h, 8w), raw (about [-1, 1], not clamped)."""
+    """Sampled latent (N, z, h, w) -> decoded frames (N, 3, 8h, 8w), raw (about [-1, 1], not clamped).
+
+    The decode scaling lives here and nowhere else: decoder(z * (1 / scale_factor)), a multiply as in the official
+    decode (DIF:117-135), in float32 by a constant Tensor and cast back to z's dtype. Not `z / scale_factor`:
+    MindSpore 2.10's ONNX converter writes a tensor divided by a Python float as Cast(float32) + Div and never
+    casts back, so an fp16 graph's next Conv would get a float32 input and not load (export/wrappers.py).
+    """
 
     def __init__(self, cfg: VAEConfig, scale_factor: float, attention_chunk: int = 0):
         super().__init__()
         if not scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {scale_factor!r}")
         self.decoder = Decoder(cfg, attention_chunk)
-        self.scale_factor = float(scale_factor)
+        self.inv_scale = Tensor(np.asarray(1.0 / scale_factor, dtype=np.float32))
 
     def construct(self, z):
-        return self.decoder(z / self.scale_factor)
+        return self.decoder((z.astype(ms.float32) * self.inv_scale).astype(z.dtype))

@@ -50,11 +50,6 @@ class VAELayout:
         """Width into the decoder's norm_out and conv_out (its shallowest level's)."""
         return self.decoder[-1].c_out
 
-    @property
-    def down(self) -> int:
-        """Down-sampling factor of the latent (where the mid blocks run)."""
-        return 2 ** (len(self.encoder) - 1)
-
 
 def vae_layout(cfg: VAEConfig) -> VAELayout:
     """Both halves' levels for `cfg`, in execution order (MDL:487-748)."""

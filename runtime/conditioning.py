@@ -58,24 +58,40 @@ class Conditioning:
                 "uc_concat": np.zeros_like(cat), "c_vector": self.vector, "uc_vector": self.vector}
 
 
-def timestep_embedding(values, dim: int, max_period: float) -> np.ndarray:
-    """Sinusoidal embedding of scalars, (N, dim) float32 = [cos(args) | sin(args)] (DU:237-261).
+def _transcendental(fn, x: np.ndarray, float32_math: bool) -> np.ndarray:
+    """fn(x) for a float32 `x`: in float32 (numpy's float32 kernels) or in float64 rounded once to float32."""
+    return fn(x) if float32_math else fn(x.astype(np.float64)).astype(F32)
+
+
+def sinusoid_frequencies(dim: int, max_period: float, float32_math: bool = False) -> np.ndarray:
+    """freqs_i = exp(-ln(max_period) * i / half), i = 0 .. half-1, half = dim // 2: (half,) float32, the exponent
+    in float32 as torch computes it (DU:237-261); see timestep_embedding for `float32_math`."""
+    half = int(dim) // 2
+    exponent = F32(-math.log(max_period)) * np.arange(half, dtype=F32) / F32(half)
+    return _transcendental(np.exp, exponent, float32_math)
+
+
+def timestep_embedding(values, dim: int, max_period: float, float32_math: bool = False) -> np.ndarray:
+    """Sinusoidal embedding of scalars, (N, dim) float32 = [cos(args) | sin(args)] (DU:237-261). The one
+    description of it: the vector conditioning here, and in models/ the UNet's timestep frequencies and its
+    frame-position constants.
 
         half     = dim // 2
-        freqs_i  = exp(-ln(max_period) * i / half),  i = 0 .. half-1    (float32 exponent, as torch)
+        freqs_i  = exp(-ln(max_period) * i / half),  i = 0 .. half-1    (sinusoid_frequencies)
         args     = float32(values)[:, None] * freqs[None, :]            (float32 product)
     An odd ``dim`` gets a zero column appended, as in the reference. Values are used as given (no x1000).
-    The transcendental functions are evaluated in float64 and rounded once to float32; torch's float32 versions
-    agree to within 1 ulp (in the oracle cases, 65 of 1344 camera-embedding entries differ by that ulp).
+    exp, cos and sin are evaluated in float64 and rounded once to float32; torch's float32 versions agree to
+    within 1 ulp (in the oracle cases, 65 of 1344 camera-embedding entries differ by that ulp). `float32_math`
+    evaluates them in float32 instead, as the models/ Cells' constants always have been (changing either would
+    move the exported graphs or the conditioning by that ulp).
     """
     if int(dim) != dim or dim < 1:
         raise ValueError(f"timestep_embedding: dim must be a positive integer, got {dim!r}")
     t = np.asarray(values, dtype=np.float64).reshape(-1).astype(F32)     # torch: timesteps.float()
-    half = int(dim) // 2
-    exponent = F32(-math.log(max_period)) * np.arange(half, dtype=F32) / F32(half)
-    freqs = np.exp(exponent.astype(np.float64)).astype(F32)
-    args = (t[:, None] * freqs[None, :]).astype(np.float64)
-    emb = np.concatenate([np.cos(args), np.sin(args)], axis=-1).astype(F32)
+    freqs = sinusoid_frequencies(dim, max_period, float32_math)
+    args = t[:, None] * freqs[None, :]
+    emb = np.concatenate([_transcendental(np.cos, args, float32_math),
+                          _transcendental(np.sin, args, float32_math)], axis=-1).astype(F32)
     if dim % 2:
         emb = np.concatenate([emb, np.zeros((emb.shape[0], 1), dtype=F32)], axis=-1)
     return emb

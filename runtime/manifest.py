@@ -148,19 +148,21 @@ class Manifest:
 
     # -- reading ---------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, folder) -> "Manifest":
+    def load(cls, folder, name: str = MANIFEST_NAME) -> "Manifest":
+        """The manifest `folder`/`name` (the exporter keeps the graphs of a failed `--reuse` export under
+        another name, export/reuse.py, so that no runtime takes that folder for an export)."""
         if not isinstance(folder, (str, os.PathLike)) or os.fspath(folder) == "":
             raise GraphError("invalid export folder", expected="a folder path (str or os.PathLike)",
                              got=repr(folder))
         root = Path(folder)
-        path = root / MANIFEST_NAME
+        path = root / name
         if root.exists() and not root.is_dir():
             raise GraphError(f"the graphs path {root} is a file, not an export folder",
                              hint=f"pass the folder that holds {MANIFEST_NAME}")
         if not root.is_dir():
             raise GraphError(f"graphs folder not found: {root} (run `python -m export` first)")
         if not path.is_file():
-            raise GraphError(f"{root} holds no {MANIFEST_NAME}: not a complete export (an interrupted export "
+            raise GraphError(f"{root} holds no {name}: not a complete export (an interrupted export "
                              f"leaves none; export again)")
         try:
             d = json.loads(path.read_text())

@@ -20,10 +20,6 @@ class StepTiming:
     graph_s: float      # time inside the UNet graph call(s)
     glue_s: float       # numpy time of the step: preconditioning, batch assembly, guidance, Euler update
 
-    @property
-    def total_s(self) -> float:
-        return self.graph_s + self.glue_s
-
 
 @dataclass
 class Timings:

@@ -298,8 +298,8 @@ def test_threads_option_reaches_onnxruntime(toy):
     ("unet", RunOptions(memory_reuse=True), True, False),      # RunOptions override it; the arena follows
     ("clip_encoder", RunOptions(memory_reuse=False, cpu_mem_arena=False), False, False)])
 def test_memory_plan_reaches_onnxruntime(toy, graph, options, reuse, arena):
-    """The UNet runs without onnxruntime's buffer-reuse plan and with its CPU arena (11.9 GiB instead of 20.75 GiB
-    on the 576 px call), the straight graphs with reuse and no arena; RunOptions set either."""
+    """onnxruntime_backend.memory_plan's per-graph plan reaches the session: the UNet without buffer reuse and
+    with the arena, the straight graphs with reuse and no arena; RunOptions set either."""
     runner = load_graph(Manifest.load(toy[0]), graph, backend="onnxruntime", options=options)
     so = runner.session.get_session_options()
     assert (so.enable_mem_reuse, so.enable_cpu_mem_arena) == (reuse, arena)

@@ -259,22 +259,6 @@ def test_report_gives_efficiency_against_both_measured_peaks():
     assert "bf16 peak" not in md and "| 400.0 | 200.0 |" in md
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("mindspore"), reason="mindspore not installed")
-def test_mindspore_conv_workarounds_compute_the_same_convolution():
-    """The im2col rewrites of a 3x3 conv that benchmarks/README.md proposes match MindSpore's own Conv2d."""
-    import json
-    import os
-
-    from benchmarks.mindspore_conv import RESULT_TAG, Case, _child_run
-
-    p = _child_run(Case("check", op="check_im2col"), dict(os.environ), 600.0)
-    line = [x for x in p.stdout.splitlines() if x.startswith(RESULT_TAG)]
-    assert line, p.stderr[-2000:]
-    errors = json.loads(line[-1][len(RESULT_TAG):])
-    assert set(errors) == {"im2col_1x1", "flat_matmul", "unfold_matmul"}
-    assert all(e < 1e-5 for e in errors.values()), errors
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the harness end to end on a tiny export (well-formed output; no timing assertions)
 

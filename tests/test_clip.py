@@ -130,10 +130,10 @@ _CELLS = {}
 
 def _load_clip(oracle, model: str, size: int):
     """The tiny CLIP tower for `model` at input size `size`, loaded from the oracle checkpoint."""
-    from models.checkpoint import load_models
+    from models.checkpoint import CheckpointReader, loaded_component
 
-    return load_models(oracle / model / "checkpoint.safetensors", load_config(model), ["clip"],
-                       input_size=size)["clip"]
+    reader = CheckpointReader(oracle / model / "checkpoint.safetensors", load_config(model), ["clip"])
+    return loaded_component(reader, "clip", input_size=size)
 
 
 def _clip(oracle, model: str, size: int):

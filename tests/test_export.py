@@ -227,7 +227,7 @@ def test_large_graph_packs_one_external_data_file(oracle, tmp_path, monkeypatch,
     feeds = spec.example_inputs()
     reader = CheckpointReader(checkpoint(oracle, "sv3d_u"), cfg)
     def make_cell():
-        return build_graph_cell("clip_encoder", cfg, reader, resolution=RESOLUTION, num_frames=21,
+        return build_graph_cell("clip_encoder", reader, resolution=RESOLUTION, num_frames=21,
                                 attention_chunk=0, dtype="float32", spec=spec)
 
     model, _ = mindir.write(make_cell, spec, feeds, tmp_path / "mindir")
@@ -271,7 +271,7 @@ def test_twin_shapes_and_auto_gate():
     full = load_config("sv3d_u")
     shapes = ExportShapes(576, 21, 42, 14, "float16", 1024)
     twin = parity.twin_shapes(full, shapes)
-    twin.validate(full.latent_factor, parity.unet_down(full))
+    twin.validate(full.latent_factor, full.unet.downsample_factor)
     assert (twin.resolution, twin.num_frames, twin.unet_batch, twin.decode_chunk) == (64, 3, 3, 2)
     assert twin.dtype == "float16" and twin.attention_chunk == 22      # 64 latent tokens: 22 + 22 + 20
     assert parity.choose_gate("auto", full, "unet", shapes, 10.0)[0] == "twin"
@@ -329,6 +329,100 @@ def test_failed_gate_publishes_nothing(oracle, tmp_path, monkeypatch):
                                     out=str(out), resolution=RESOLUTION, formats="onnx"))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [], "the staging folder was left behind"
+
+
+# ------------------------------------------------------------------------------------------- --reuse (per graph)
+
+
+def _export(oracle, out: Path, **options):
+    from export import ExportOptions, export_graphs
+
+    return export_graphs(ExportOptions(config="sv3d_u_tiny", checkpoint=str(checkpoint(oracle, "sv3d_u")),
+                                       out=str(out), resolution=RESOLUTION, formats="onnx", reuse=True, **options))
+
+
+def test_reuse_re_exports_only_the_changed_graph(oracle, tmp_path, caplog, capsys):
+    """export/reuse.py: a second export with another decode chunk re-exports the decoder only (the other graphs'
+    files are the same inodes, their recorded gates kept); a third, unchanged, leaves the export as it is; a
+    graph file corrupted in place (same size) is found by its sha256 and exported again."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="export")
+    out = tmp_path / "out"
+    first = _export(oracle, out, decode_chunk=DECODE_CHUNK)
+    assert first.reused == () and first.published
+    old = Manifest.load(out)
+    inode = {n: (out / old.entry("onnx", n).model_file).stat().st_ino for n in GRAPH_NAMES}
+
+    second = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    m = Manifest.load(out)
+    assert second.reused == ("clip_encoder", "vae_encoder", "unet") and second.published
+    assert m.shapes.decode_chunk == DECODE_CHUNK + 1
+    for name in second.reused:
+        assert (out / m.entry("onnx", name).model_file).stat().st_ino == inode[name]     # linked, not rewritten
+        assert m.parity["graphs"][name]["reused"] == {"exported": old.created}
+        assert m.parity["graphs"][name]["results"] == old.parity["graphs"][name]["results"]   # the gate kept
+        assert m.entry("onnx", name).files == old.entry("onnx", name).files
+    decoder = m.parity["graphs"]["vae_decoder"]
+    assert "reused" not in decoder and decoder["results"]["onnx"]["passed"]
+    assert "vae_decoder: exported again: its onnx inputs or outputs changed" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no staging or aside folder left
+    m.verify_files("onnx")
+
+    stamp = (out / MANIFEST_NAME).stat().st_mtime_ns
+    third = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    assert third.reused == GRAPH_NAMES and not third.published
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp
+    from export.__main__ import main                                        # the CLI says so
+    assert main(["-c", "sv3d_u_tiny", "-k", str(checkpoint(oracle, "sv3d_u")), "-o", str(out), "--resolution",
+                 str(RESOLUTION), "--formats", "onnx", "--decode-chunk", str(DECODE_CHUNK + 1), "--reuse",
+                 "--quiet"]) == 0
+    assert "up to date (--reuse)" in capsys.readouterr().out
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == stamp
+
+    unet = m.entry("onnx", "unet")
+    target = out / max(unet.files, key=lambda f: f.bytes).path              # the weights: same size, one byte off
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    caplog.clear()
+    fourth = _export(oracle, out, decode_chunk=DECODE_CHUNK + 1)
+    assert "unet" not in fourth.reused and set(fourth.reused) == set(GRAPH_NAMES) - {"unet"}
+    assert "unet: exported again: its old files do not verify" in caplog.text and "sha256" in caplog.text
+    Manifest.load(out).verify_files("onnx")                                 # the new UNet files are whole
+
+
+def test_failed_decoder_gate_does_not_cost_the_unet_again(oracle, tmp_path, monkeypatch):
+    """A --reuse export whose decoder fails its gate publishes nothing, but keeps the graphs it completed beside
+    the destination (never loadable as an export); the next --reuse export exports the decoder only."""
+    from export import ParityError, staging
+    from export.api import Exporter
+
+    gate = Exporter.numeric_gate
+
+    def decoder_fails(self, name, checks, spec, ref):
+        if name == "vae_decoder":
+            raise ParityError("graph vae_decoder: made to fail")
+        return gate(self, name, checks, spec, ref)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(Exporter, "numeric_gate", decoder_fails)
+    with pytest.raises(ParityError, match="made to fail"):
+        _export(oracle, out)
+    kept = staging.unfinished_folder(out)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+    assert not (kept / MANIFEST_NAME).exists()
+    assert not list(kept.rglob("vae_decoder*")) and list(kept.rglob("unet*"))     # the failed graph's files go
+    with pytest.raises(GraphError):
+        Manifest.load(kept)                                   # nothing takes it for an export
+
+    monkeypatch.setattr(Exporter, "numeric_gate", gate)
+    result = _export(oracle, out)
+    assert result.reused == ("clip_encoder", "vae_encoder", "unet") and result.published
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # the kept graphs are gone with it
+    m = Manifest.load(out)
+    m.verify_files("onnx")
+    assert all(m.parity["graphs"][n]["results"]["onnx"]["passed"] for n in GRAPH_NAMES)
 
 
 # ------------------------------------------------------------------------------------------------ user errors
@@ -407,6 +501,13 @@ def test_publish_replaces_an_old_export(tmp_path):
 # ------------------------------------------------------------------------------------------- interrupted export
 
 
+def staging_folders(out: Path) -> list:
+    """Staging folders of exports to `out` that exist now (export/staging.py names them)."""
+    from export import staging
+
+    return sorted(p for p in out.parent.glob(f".{out.name}{staging.PARTIAL}*") if p.is_dir())
+
+
 def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
     from export import staging
 
@@ -418,7 +519,7 @@ def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
         deadline = time.monotonic() + 90
         first = []
         while not first and time.monotonic() < deadline and proc.poll() is None:
-            first = [f for d in staging.staging_folders(out) for f in d.rglob("*")
+            first = [f for d in staging_folders(out) for f in d.rglob("*")
                      if f.suffix in (".mindir", ".onnx")]
             time.sleep(0.05)
         assert first, "no graph file appeared"
@@ -430,10 +531,10 @@ def test_killed_export_leaves_nothing_that_looks_complete(oracle, tmp_path):
     assert not out.exists()
     with pytest.raises(GraphError):
         Manifest.load(out)
-    leftovers = staging.staging_folders(out)
+    leftovers = staging_folders(out)
     assert leftovers and not any((d / MANIFEST_NAME).exists() for d in leftovers)
     for d in leftovers:                           # nor does anything in it load as an export
         with pytest.raises(GraphError):
             Manifest.load(d)
     assert staging.remove_stale(out) == leftovers                # the next export clears them
-    assert not staging.staging_folders(out)
+    assert not staging_folders(out)

@@ -216,7 +216,7 @@ def mslite_exports(oracle, export_cache):
     from benchmarks.exporting import ensure_export
 
     return {case: ensure_export(cfg, oracle / cfg / "checkpoint.safetensors", cache=export_cache, resolution=64,
-                                formats=("mslite",), parity="auto")
+                                formats="mslite", parity="auto")
             for case, cfg in CASES.items()}
 
 

@@ -41,7 +41,7 @@ def test_full_size_layout_is_the_reference_block_table():
     assert (lay.middle.channels, lay.middle.ds, lay.middle.heads) == (1280, 8, 20)
     assert [(o.resblock_in, o.c_out, o.ds, o.heads, o.upsample) for o in lay.output_blocks] == FULL_OUTPUTS
     assert (lay.head.c_in, lay.head.c_out) == (320, 4)
-    assert lay.down == 8
+    assert lay.middle.ds == load_config("sv3d_u").unet.downsample_factor    # the walk agrees with the config
     # every input block's output is one skip, taken last in, first out
     assert [o.skip for o in lay.output_blocks] == list(range(11, -1, -1))
     assert [o.skip_channels for o in lay.output_blocks] == [b.c_out for b in reversed(lay.input_blocks)]
@@ -109,7 +109,8 @@ def test_vae_layout_levels():
         ("up.3", 512, 512, 3, 8, True), ("up.2", 512, 512, 3, 4, True),
         ("up.1", 512, 256, 3, 2, True), ("up.0", 256, 128, 3, 1, False)]
     assert list(lay.decoder[2].blocks()) == [(512, 256), (256, 256), (256, 256)]
-    assert (lay.mid_channels, lay.moments, lay.head_channels, lay.down) == (512, 8, 128, 8)
+    assert (lay.mid_channels, lay.moments, lay.head_channels) == (512, 8, 128)
+    assert lay.encoder[-1].ds == load_config("sv3d_u").vae.downsample_factor == 8
 
 
 def test_head_width_must_be_model_channels():

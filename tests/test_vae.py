@@ -20,10 +20,10 @@ pytestmark = pytest.mark.usefixtures("pynative")
 
 
 def _load(oracle, model: str, component: str, attention_chunk: int = 0):
-    from models.checkpoint import load_models
+    from models.checkpoint import CheckpointReader, loaded_component
 
-    return load_models(oracle / model / "checkpoint.safetensors", load_config(model), [component],
-                       attention_chunk=attention_chunk)[component]
+    reader = CheckpointReader(oracle / model / "checkpoint.safetensors", load_config(model), [component])
+    return loaded_component(reader, component, attention_chunk=attention_chunk)
 
 
 _CELLS = {}

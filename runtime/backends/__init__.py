@@ -205,7 +205,7 @@ def load_file(path, spec: GraphSpec, *, backend: str, device: str = "cpu", devic
 
 class OnDemandRunner:
     """A graph that is loaded at its first ``run`` and dropped again by ``release`` (memory "sequential": only the
-    stage that runs holds its weights). ``load_seconds`` accumulates the time spent loading."""
+    stage that runs holds its weights)."""
 
     def __init__(self, manifest: Manifest, graph_name: str, *, backend: str, device: str, device_id: int,
                  options: RunOptions) -> None:
@@ -213,7 +213,6 @@ class OnDemandRunner:
         self._args = (manifest, graph_name)
         self._kw = dict(backend=backend, device=device, device_id=device_id, options=options, verify=False)
         self._runner: Optional[BaseRunner] = None
-        self.load_seconds = 0.0
         self.loads = 0
 
     @property
@@ -236,11 +235,7 @@ class OnDemandRunner:
 
     def load(self) -> BaseRunner:
         if self._runner is None:
-            import time
-
-            t0 = time.perf_counter()
             self._runner = load_graph(*self._args, **self._kw)
-            self.load_seconds += time.perf_counter() - t0
             self.loads += 1
         return self._runner
 

@@ -42,7 +42,7 @@ class RunOptions:
     """Engine knobs shared by the backends (each uses what it supports)."""
     intra_op_threads: int = 0    # 0 = the engine's default
     # onnxruntime's memory plan: its buffer-reuse plan and its CPU arena; None = per graph, as
-    # onnxruntime_backend.memory_plan decides (reuse off and arena on for the UNet, the opposite elsewhere).
+    # onnxruntime_backend.memory_plan decides.
     memory_reuse: Optional[bool] = None
     cpu_mem_arena: Optional[bool] = None
     # openvino: f32 | bf16 | int8 | auto (bf16 where the CPU has it natively); see openvino_backend.py

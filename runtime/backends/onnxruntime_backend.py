@@ -61,24 +61,20 @@ def _declared(args) -> list:
     return [(a.name, tuple(a.shape) if a.shape is not None else None, dtype_name("ort", a.type)) for a in args]
 
 
-# Graphs run without onnxruntime's buffer-reuse plan. That plan hands a freed buffer only to a later tensor of
-# exactly the same shape, and frees it only after the last reader of every tensor that used it. The UNet's up path
-# repeats its down path's shapes, so each down-path buffer is held through the middle of the network until its
-# up-path twin is done: the 576 px call (batch 21) peaked at 20.75 GiB, where the graph never holds more than
-# 2.7 GiB of activations at once. Without reuse it peaks at 8.78 GiB, but every tensor is a fresh allocation (2x
-# the time); the CPU arena keeps freed blocks for the next tensors: 11.88 GiB, 1.16x the time of a warm call.
-# The straight graphs (CLIP, VAE encoder and decoder) keep the reuse plan without the arena (the arena with reuse
-# off pushed the 576 px decoder past 24 GB, while reuse peaks it at 9.44 GiB). benchmarks/README.md 5.5.
-NO_REUSE_GRAPHS = ("unet",)
+NO_REUSE_GRAPHS = ("unet",)         # graphs run without onnxruntime's buffer-reuse plan: memory_plan says why
 
 
 def memory_plan(graph: str, options: RunOptions) -> Tuple[bool, bool]:
     """(buffer reuse, CPU arena) for a graph: RunOptions where set; else reuse except for NO_REUSE_GRAPHS, and the
-    arena exactly where reuse is off. Why (benchmarks/README.md 5.5): the reuse plan holds each down-path buffer of
-    the UNet until its same-shape up-path twin is done (20.75 GiB at 576 px, against 11.88 without reuse, with the
-    arena); with reuse on, the arena would also keep what the plan over-holds (24.3 GB, OOM); and a straight graph
-    without reuse grows the arena to its whole live set (a 576 px run was OOM-killed at 23.2 GiB in the decoder,
-    which peaks at 9.44 GiB with reuse and no arena)."""
+    arena exactly where reuse is off. The one statement of why (the measurements: benchmarks/README.md 5.5):
+    onnxruntime's reuse plan hands a freed buffer only to a later tensor of exactly the same shape, and the UNet's
+    up path repeats its down path's shapes, so each down-path buffer is held until its up-path twin is done: the
+    576 px call (batch 21) peaks at 20.75 GiB where the graph never holds more than 2.7 GiB of activations at once.
+    Without reuse every tensor is a fresh allocation (8.78 GiB, 2x the time); the arena keeps freed blocks for the
+    next ones (11.88 GiB, 1.16x the time of a warm call); with reuse on, the arena would also keep what the plan
+    over-holds (24.3 GB, OOM). A straight graph (CLIP, VAE encoder and decoder) without reuse grows the arena to
+    its whole live set (the 576 px decoder was OOM-killed at 23.2 GiB; with reuse and no arena it peaks at
+    9.44 GiB)."""
     reuse = graph not in NO_REUSE_GRAPHS if options.memory_reuse is None else bool(options.memory_reuse)
     arena = (not reuse) if options.cpu_mem_arena is None else bool(options.cpu_mem_arena)
     return reuse, arena
