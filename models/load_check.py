@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from configs import ConfigError, load_config
-from .checkpoint import CheckpointError, CheckpointReader, load_component, skipped_tensors
+from configs import load_config
+from configs.errors import SV3DError
+from .checkpoint import CheckpointReader, load_component, skipped_tensors
 from .components import COMPONENTS, build_component
 
 
@@ -58,7 +59,7 @@ def main(argv: Optional[list] = None) -> int:
         return 2
     try:
         report = load_check(opts.config, opts.checkpoint, comps)
-    except (ConfigError, CheckpointError) as e:
+    except SV3DError as e:                     # a bad config or checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 2
     for comp, r in report["components"].items():
