@@ -18,6 +18,7 @@ Two phases:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -35,6 +36,7 @@ from configs import ConfigError, SV3DConfig, load_config
 from models.checkpoint import CheckpointError
 from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
+from runtime.backends.mindspore_dumps import dumps_into
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, staging, workers
@@ -46,8 +48,6 @@ log = logging.getLogger("export")
 
 SCRATCH = ".scratch"                 # inside the staging folder: raw exporter output, twin graphs
 MS_DEBUG = "mindspore-debug"         # inside scratch: MindSpore's rank_0/om/analyze_fail.ir and graph dumps
-# MindSpore's dump locations: graphs (save_graphs_path) and MS_OM_PATH/rank_<id>/om/analyze_fail.ir
-MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")
 DISK_MARGIN = LIMITS.disk_margin
 ISOLATE_BYTES = LIMITS.isolate_bytes              # --isolate auto: graphs above this run their steps in workers
 ATTENTION_WARN_BYTES = LIMITS.attention_warn_bytes  # a plain-attention score matrix above this gets a hint
@@ -437,13 +437,11 @@ def run(p: Plan) -> ExportResult:
     t_start = time.perf_counter()
     specs = graph_specs(p.cfg, p.shapes)
     root = staging.begin(p.out)
-    saved_env = {k: os.environ.get(k) for k in MS_DEBUG_ENVS}
+    dumps = contextlib.ExitStack()
     try:
-        # MindSpore writes rank_0/om/analyze_fail.ir (an interrupted or failed compile) and any graph dumps under
-        # this path, by default the working directory: keep them in the staging folder, removed with it.
-        # Set here, before the steps run, so spawned workers inherit it.
-        os.environ.update({k: str(root / SCRATCH / MS_DEBUG) for k in MS_DEBUG_ENVS})
-        _point_mindspore_dumps(root / SCRATCH / MS_DEBUG)
+        # MindSpore's dumps go into the staging folder, removed with it; set before the steps run, so spawned
+        # workers inherit it (runtime/backends/mindspore_dumps.py)
+        dumps.enter_context(dumps_into(root / SCRATCH / MS_DEBUG))
         exporter = Exporter(p, root)
         log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
                  f"{p.shapes.resolution} px, {p.shapes.num_frames} frames, unet batch {p.shapes.unet_batch}, "
@@ -478,34 +476,13 @@ def run(p: Plan) -> ExportResult:
         staging.abandon(root)
         raise
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
+        dumps.close()
     seconds = time.perf_counter() - t_start
     peak, peak_workers = _peak_rss(), _peak_rss(resource.RUSAGE_CHILDREN)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
              f"{peak_workers / 1e9:.2f} GB)")
     return ExportResult(out=p.out, manifest=Manifest.load(p.out), seconds=seconds, peak_rss_bytes=peak,
                         peak_worker_rss_bytes=peak_workers, graphs=reports)
-
-
-def _point_mindspore_dumps(folder) -> None:
-    """The same for a MindSpore already imported in this process (it reads the variable into its context once).
-    None restores the default (the working directory)."""
-    import sys
-
-    if "mindspore" not in sys.modules:
-        return
-    ms = sys.modules["mindspore"]
-    try:
-        if folder is not None:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        ms.context._context().set_param(ms.context.ms_ctx_param.save_graphs_path, str(folder or "."))
-    except Exception:          # an internal API; the environment variable still covers the workers
-        pass
 
 
 def export_graphs(options: ExportOptions) -> ExportResult:
