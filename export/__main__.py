@@ -33,11 +33,13 @@ def main(argv: Optional[list] = None) -> int:
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
-    # first match wins: a bad destination (found while staging too), config or checkpoint is the user's (2)
-    rules = [ExitRule(DestinationError, EXIT_USAGE, NOT_PUBLISHED), ExitRule(ParityError, EXIT_PARITY,
-             "error: parity gate failed, nothing was published: {error}"),
-             ExitRule(ExportError, EXIT_EXPORT, NOT_PUBLISHED), ExitRule(SV3DError, EXIT_USAGE, NOT_PUBLISHED),
-             ExitRule(ModuleNotFoundError, EXIT_USAGE, NEEDS_EXTRA)]
+    rules = [                                   # first match wins (ParityError and DestinationError are ExportErrors)
+        ExitRule(DestinationError, EXIT_USAGE, NOT_PUBLISHED),          # found while staging too
+        ExitRule(ParityError, EXIT_PARITY, "error: parity gate failed, nothing was published: {error}"),
+        ExitRule(ExportError, EXIT_EXPORT, NOT_PUBLISHED),
+        ExitRule(SV3DError, EXIT_USAGE, NOT_PUBLISHED),                 # config, checkpoint (NaN/Inf found loading it)
+        ExitRule(ModuleNotFoundError, EXIT_USAGE, NEEDS_EXTRA),
+    ]
     return run_command(lambda: _export(opts), interrupted=INTERRUPTED, rules=rules)
 
 
