@@ -16,11 +16,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
+from .errors import SV3DError
+
 VARIANTS = ("sv3d_u", "sv3d_p")
 GUIDERS = ("triangle", "linear", "constant")
 
 
-class ConfigError(ValueError):
+class ConfigError(SV3DError, ValueError):
     """A config field is missing, of the wrong type, or inconsistent with another field."""
 
 

@@ -1,11 +1,11 @@
 """python -m export -c sv3d_u -k sv3d_u.safetensors -o graphs/sv3d_u [--resolution 576] [--dtype fp16] ...
 
 Exit status: 0 exported and published; 2 bad options, config, checkpoint (a NaN or Inf tensor found while
-loading it too) or output folder (another export writing it too), nothing written; 3 an exported graph failed its
-parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for SIGTERM). Nothing is published unless
-0, and the staging folder is removed on every non-zero exit (after MindSpore has replaced the SIGINT handler too:
-runtime/interrupts.py). Only a SIGKILL leaves a staging folder, which the next export to the same destination
-removes.
+loading it too) or output folder (another export writing it too), or the export extra not installed, nothing
+written; 3 an exported graph failed its parity gate; 1 the exporter itself failed; 130 interrupted (Ctrl-C; 143 for
+SIGTERM). Nothing is published unless 0, and the staging folder is removed on every non-zero exit (after MindSpore
+has replaced the SIGINT handler too: runtime/interrupts.py). Only a SIGKILL leaves a staging folder, which the next
+export to the same destination removes. The handling is runtime/command.py's, shared with python -m runtime.
 """
 import logging
 import os
@@ -14,17 +14,18 @@ from typing import Optional
 
 EXIT_USAGE, EXIT_EXPORT, EXIT_PARITY = 2, 1, 3
 INTERRUPTED = "interrupted: nothing was published"
+NOT_PUBLISHED = "error: {error} (nothing was published)"
+NEEDS_EXTRA = ("error: {error}: python -m export needs the export extra (pip install -e '.[export]' in the "
+               "repository, or pip install -r requirements.txt)")
 
 
 def main(argv: Optional[list] = None) -> int:
     from argparse_dataclass import ArgumentParser
 
-    from configs import ConfigError
-    from models.checkpoint import CheckpointError
-    from .api import export_graphs, plan, run
+    from configs.errors import SV3DError
+    from runtime.command import ExitRule, run_command
     from .errors import DestinationError, ExportError, ParityError
     from .options import ExportOptions
-    from runtime import interrupts
 
     parser = ArgumentParser(ExportOptions, prog="python -m export",
                             description="Export SV3D (config + official checkpoint) to static-shape MindIR/ONNX "
@@ -32,39 +33,29 @@ def main(argv: Optional[list] = None) -> int:
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if opts.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
-    interrupts.reset()
-    interrupts.guard()
+    rules = [                                   # first match wins (ParityError and DestinationError are ExportErrors)
+        ExitRule(DestinationError, EXIT_USAGE, NOT_PUBLISHED),          # found while staging too
+        ExitRule(ParityError, EXIT_PARITY, "error: parity gate failed, nothing was published: {error}"),
+        ExitRule(ExportError, EXIT_EXPORT, NOT_PUBLISHED),
+        ExitRule(SV3DError, EXIT_USAGE, NOT_PUBLISHED),                 # config, checkpoint (NaN/Inf found loading it)
+        ExitRule(ModuleNotFoundError, EXIT_USAGE, NEEDS_EXTRA),
+    ]
+    return run_command(lambda: _export(opts), interrupted=INTERRUPTED, rules=rules)
+
+
+def _export(opts) -> int:
+    from configs.errors import SV3DError
+    from runtime import interrupts
+    from .api import plan, run
+
     try:
-        try:
-            p = plan(opts)
-        except (ConfigError, CheckpointError, ExportError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            interrupts.preload("mindspore")     # an interrupted `import mindspore` crashes Python at exit
-            result = run(p)
-        except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr, flush=True)
-            return interrupts.exit_code()
-        except Exception as e:
-            if interrupts.interrupted():        # MindSpore wraps a KeyboardInterrupt into ValueError, ...
-                print(INTERRUPTED, file=sys.stderr, flush=True)
-                return interrupts.exit_code()
-            if isinstance(e, (ConfigError, CheckpointError, DestinationError)):
-                print(f"error: {e} (nothing was published)", file=sys.stderr)
-                return EXIT_USAGE
-            if isinstance(e, ParityError):
-                print(f"error: parity gate failed, nothing was published: {e}", file=sys.stderr)
-                return EXIT_PARITY
-            if isinstance(e, ExportError):
-                print(f"error: {e} (nothing was published)", file=sys.stderr)
-                return EXIT_EXPORT
-            raise
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr, flush=True)
-        return interrupts.exit_code()
-    finally:
-        interrupts.release()
+        p = plan(opts)
+    except SV3DError as e:                      # planning finds only the user's errors: options, config, ...
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not interrupts.preload("mindspore"):     # (never interrupted halfway: that crashes Python at exit)
+        raise ModuleNotFoundError("No module named 'mindspore'", name="mindspore")
+    result = run(p)
     m = result.manifest
     for fmt in m.formats():
         for name, entry in m.graphs[fmt].items():
@@ -79,8 +70,13 @@ def main(argv: Optional[list] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> int:
+    """``python -m export`` and the ``sv3d-export`` console script: MindSpore's environment, then :func:`main`."""
     os.environ.setdefault("GLOG_v", "3")      # MindSpore: errors only (set before it is imported)
     from runtime.backends.onednn import cap_onednn_isa
     cap_onednn_isa()                          # the fast oneDNN convolution for the eager parity gate on AVX-512
-    sys.exit(main())
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(console())

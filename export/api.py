@@ -20,6 +20,7 @@ Two phases:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -36,6 +37,7 @@ from configs import ConfigError, SV3DConfig, load_config
 from models.checkpoint import CheckpointError
 from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
+from runtime.backends.mindspore_dumps import dumps_into
 from runtime.peak_rss import peak_rss_bytes
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
@@ -48,8 +50,6 @@ log = logging.getLogger("export")
 
 SCRATCH = ".scratch"                 # inside the staging folder: raw exporter output, twin graphs
 MS_DEBUG = "mindspore-debug"         # inside scratch: MindSpore's rank_0/om/analyze_fail.ir and graph dumps
-# MindSpore's dump locations: graphs (save_graphs_path) and MS_OM_PATH/rank_<id>/om/analyze_fail.ir
-MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")
 DISK_MARGIN = LIMITS.disk_margin
 ISOLATE_BYTES = LIMITS.isolate_bytes              # --isolate auto: graphs above this run their steps in workers
 ATTENTION_WARN_BYTES = LIMITS.attention_warn_bytes  # a plain-attention score matrix above this gets a hint
@@ -490,13 +490,11 @@ def run(p: Plan) -> ExportResult:
     root = staging.begin(p.out)
     graphs: Dict[str, Dict[str, GraphEntry]] = {fmt: {} for fmt in p.formats}
     reports: Dict[str, dict] = {}
-    saved_env = {k: os.environ.get(k) for k in MS_DEBUG_ENVS}
+    dumps = contextlib.ExitStack()
     try:
-        # MindSpore writes rank_0/om/analyze_fail.ir (an interrupted or failed compile) and any graph dumps under
-        # this path, by default the working directory: keep them in the staging folder, removed with it.
-        # Set here, before the steps run, so spawned workers inherit it.
-        os.environ.update({k: str(root / SCRATCH / MS_DEBUG) for k in MS_DEBUG_ENVS})
-        _point_mindspore_dumps(root / SCRATCH / MS_DEBUG)
+        # MindSpore's dumps go into the staging folder, removed with it; set before the steps run, so spawned
+        # workers inherit it (runtime/backends/mindspore_dumps.py)
+        dumps.enter_context(dumps_into(root / SCRATCH / MS_DEBUG))
         exporter = Exporter(p, root)
         log.info(f"exporting {p.cfg.name or p.cfg.variant} ({p.cfg.variant}) from {p.checkpoint} to {p.out}: "
                  f"{p.shapes.resolution} px, {p.shapes.num_frames} frames, unet batch {p.shapes.unet_batch}, "
@@ -540,12 +538,7 @@ def run(p: Plan) -> ExportResult:
             staging.abandon(root)
         raise
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _point_mindspore_dumps(Path(saved_env[MS_DEBUG_ENVS[0]]) if saved_env[MS_DEBUG_ENVS[0]] else None)
+        dumps.close()
     seconds = time.perf_counter() - t_start
     peak, peak_workers = peak_rss_bytes(), peak_rss_bytes(children=True)
     log.info(f"export complete: {p.out} in {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB (largest child process "
@@ -570,22 +563,6 @@ def _keep_completed(p: Plan, root: Path, graphs: Dict[str, Dict[str, GraphEntry]
     except Exception as e:                      # never mask the export's own error
         log.warning(f"--reuse: the completed graphs could not be kept ({type(e).__name__}: {e})")
         staging.abandon(root)
-
-
-def _point_mindspore_dumps(folder) -> None:
-    """The same for a MindSpore already imported in this process (it reads the variable into its context once).
-    None restores the default (the working directory)."""
-    import sys
-
-    if "mindspore" not in sys.modules:
-        return
-    ms = sys.modules["mindspore"]
-    try:
-        if folder is not None:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        ms.context._context().set_param(ms.context.ms_ctx_param.save_graphs_path, str(folder or "."))
-    except Exception:          # an internal API; the environment variable still covers the workers
-        pass
 
 
 def export_graphs(options: ExportOptions) -> ExportResult:

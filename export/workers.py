@@ -15,11 +15,19 @@ parent is still its parent every LIMITS.worker_parent_poll_s and exits otherwise
 no worker (and then no multiprocessing resource_tracker, which exits once every holder of its pipe is gone). An
 interrupted or failing parent kills its worker before re-raising.
 
+Ctrl-C reaches the whole process group, workers included, and the parent answers it (it kills its worker). A
+worker must not act on it, least of all while its interpreter starts: Python installs its SIGINT handler early,
+and a KeyboardInterrupt while it sets up sys.stdout ends the worker with "Fatal Python error: init_sys_streams",
+later with a traceback. So the parent starts a worker with SIGINT and SIGTERM blocked (a blocked signal mask is
+inherited through fork and exec), and the worker, once in :func:`_worker_main`, ignores SIGINT and unblocks both;
+CPython's multiprocessing starts its resource tracker the same way.
+
 Steps rebuild what they need from the Plan (config, checkpoint path, seed): the tracing inputs are
 `spec.example_inputs(seed)`, deterministic, so every process traces and checks with the same arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -44,6 +52,8 @@ STEP_PEAKS: List[Tuple[str, int]] = []     # (step, peak RSS bytes of its worker
 
 
 PR_SET_PDEATHSIG = 1          # linux/prctl.h
+START_BLOCKED = (signal.SIGINT, signal.SIGTERM)     # blocked from the worker's start until _worker_main (docstring)
+_CAN_BLOCK = hasattr(signal, "pthread_sigmask")     # POSIX
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -66,9 +76,30 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="sv3d-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _start_blocked():
+    """START_BLOCKED blocked in this thread (and so in a process it starts) inside the block; a signal that arrives
+    meanwhile is delivered when the block ends."""
+    if not _CAN_BLOCK:
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()       # started first: starting it unblocks SIGINT and SIGTERM in this thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, START_BLOCKED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_main(conn, parent_pid: int, fn: Callable, args: tuple) -> None:
     from runtime.peak_rss import peak_rss_bytes
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # the parent answers Ctrl-C (module docstring)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _CAN_BLOCK:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, START_BLOCKED)
     die_with_parent(parent_pid)
     try:
         answer = (True, fn(*args))
@@ -100,14 +131,15 @@ def call(isolated: bool, fn: Callable, *args):
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker_main, args=(send, os.getpid(), fn, args), name=f"sv3d-{fn.__name__}")
     try:
-        proc.start()
+        with interrupts.held(), _start_blocked():     # our handler raises only once the worker has started
+            proc.start()
         send.close()
         try:
             ok, payload, peak = recv.recv()
         except EOFError:
             proc.join()
-            raise ExportError(f"the worker process of step {fn.__name__} died without an answer (exit "
-                              f"{proc.exitcode}: killed by the system, most likely out of memory)") from None
+            raise ExportError(f"the worker process of step {fn.__name__} died without an answer "
+                              f"({_death(proc.exitcode)})") from None
     except BaseException:
         if proc.is_alive():
             proc.kill()
@@ -125,6 +157,14 @@ def call(isolated: bool, fn: Callable, *args):
     logging.getLogger("export").info(f"    worker step {fn.__name__}: {time.perf_counter() - t0:.1f} s, peak RSS "
                                      f"{peak / 1e9:.1f} GB")
     return result
+
+
+def _death(exitcode: int) -> str:
+    """How a worker ended, in words: SIGKILL is the system's OOM killer unless someone else sent it."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        return f"{name}: killed by the system, most likely out of memory" if name == "SIGKILL" else f"killed by {name}"
+    return f"exit {exitcode}"
 
 
 def _setup():

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from configs import SV3DConfig
+from configs.errors import SV3DError
 from .components import COMPONENTS, build_component, component_keys, official_keys
 from .keys import IGNORED_PREFIXES, unused_keys
 
@@ -32,7 +33,7 @@ SUPPORTED_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": n
 _MAX_HEADER = 100 * 1024 * 1024        # safetensors' own limit on the JSON header
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SV3DError, ValueError):
     """The checkpoint file is missing, unreadable, not safetensors, truncated, or does not fit the config."""
 
 

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from configs import ConfigError, load_config
+from configs import load_config
+from configs.errors import SV3DError
 from runtime.peak_rss import peak_rss_bytes
-from .checkpoint import CheckpointError, CheckpointReader, loaded_component, skipped_tensors
+from .checkpoint import CheckpointReader, loaded_component, skipped_tensors
 from .components import COMPONENTS
 
 
@@ -50,7 +51,7 @@ def main(argv: Optional[list] = None) -> int:
         return 2
     try:
         report = load_check(opts.config, opts.checkpoint, comps)
-    except (ConfigError, CheckpointError) as e:
+    except SV3DError as e:                     # a bad config or checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 2
     for comp, r in report["components"].items():

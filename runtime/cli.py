@@ -2,7 +2,6 @@
 
     python -m runtime --graphs exports/sv3d_u_576 chair.png mug.png --output outputs
     python -m runtime --graphs exports/sv3d_p_576 chair.png --elevation 20 --orbit dynamic
-    python -m runtime --demo                      # random-weight tiny model, exported on the fly
     python -m runtime --graphs exports/sv3d_u_576 chair.png --mesh    # + <output>/chair/mesh/ (runtime/mesh)
 
 The graphs are loaded once for all images. Every input is read and checked (and the camera options validated)
@@ -19,14 +18,14 @@ use, before anything runs. An output folder this command created is removed agai
 With the mindspore backend, MindSpore's graph and debug dumps go to a temporary folder that is removed at exit,
 never into the working directory, and its import is never interrupted halfway (runtime/interrupts.py: Ctrl-C
 exits 130 once it is done).
+
+The demo (a random-weight tiny model exported on the fly, then run) is ``python -m demo``: it needs the exporter,
+which this runtime never imports.
 """
 # NB: no `from __future__ import annotations` here: argparse_dataclass reads the field types at runtime.
+import argparse
 import contextlib
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import field
 from pathlib import Path
 from typing import List, Optional
@@ -38,9 +37,11 @@ from configs.schema import GUIDERS, SV3DConfig
 
 from . import interrupts
 from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS, resolve_backend
+from .backends.mindspore_dumps import dumps_into
 from .backends.onednn import cap_onednn_isa
+from .command import ExitRule, run_command
 from .errors import SV3DError
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import Manifest
 from .mesh.cli import make_mesh
 from .mesh.deps import check_all as check_mesh_dependencies
 from .options import GenerationOptions, OptionNames, check_threads, resolve_options
@@ -49,16 +50,12 @@ from .outputs import (DEFAULT_FPS, check_writable, new_dirs, remove_if_empty, re
                       write_result)
 from .pipeline import MEMORY_MODES, SV3DPipeline
 from .preprocess import BACKGROUND_MODES, prepare_image
-from .sample_data import sample_image_path
 
 PROG = "python -m runtime"
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, interrupts.EXIT_INTERRUPTED
-MS_DEBUG_ENVS = ("MS_DEV_SAVE_GRAPHS_PATH", "MS_OM_PATH")   # MindSpore's graph dumps, rank_0/om/analyze_fail.ir
-DEMO_CONFIGS = ("sv3d_u_tiny", "sv3d_p_tiny")
-DEMO_RESOLUTION = 64          # tiny demo export: 64 px images, 8 x 8 latents
-DEMO_SEED = 0                 # seed of the random demo weights
-DEMO_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
-               "Export real SV3D weights with `python -m export` for real results. ***")
+RANDOM_WEIGHTS_BANNER = ("*** DEMO: the model weights are RANDOM; the videos show noise-like frames, not the object. "
+                         "Export real SV3D weights with `python -m export` for real results. ***")
+DEMO_MOVED = "--demo moved: run `python -m demo` (it needs the export extra: pip install -e '.[export]')"
 FLAGS = OptionNames(steps="--steps", seed="--seed", guider="--guider", min_scale="--min-scale",
                     max_scale="--max-scale", elevation="--elevation", azimuths="--azimuths")
 # The help shows the official SV3D values (the schema's defaults, which the bundled configs use); an export's own
@@ -130,15 +127,11 @@ class Options:
     skip_checksums: bool = field(default=False, metadata=dict(
         help="do not hash the graph files against the manifest (sizes are still checked)"))
     quiet: bool = field(default=False, metadata=dict(help="no progress bar and no timing summary"))
-    demo: bool = field(default=False, metadata=dict(
-        help="export a RANDOM-WEIGHT tiny model (needs mindspore) and run it on the bundled sample image; "
-             "with --graphs DIR the demo export is kept there and reused"))
     mesh: bool = field(default=False, metadata=dict(
         help="after each video, reconstruct a vertex-coloured mesh from its frames into <result>/mesh "
              "(mesh.glb, mesh.obj, preview.png; python -m runtime.mesh with its defaults; needs "
              "requirements-mesh.txt)"))
-    demo_config: str = field(default=DEMO_CONFIGS[0], metadata=dict(
-        choices=list(DEMO_CONFIGS), help="tiny config of the --demo export"))
+    demo: bool = field(default=False, metadata=dict(help=argparse.SUPPRESS))     # moved: DEMO_MOVED
 
 
 def build_parser() -> ArgumentParser:
@@ -158,11 +151,10 @@ def check_options(opts: Options) -> None:
     """The options that do not depend on the export (steps, seed, guidance and camera: :func:`generation_options`).
     The service (runtime/serve) checks each job's form with it too."""
     check_bounds(opts)
-    if not opts.demo:
-        if opts.graphs is None:
-            raise SV3DError("no export given", expected="--graphs DIR (or --demo)", got="neither")
-        if not opts.images:
-            raise SV3DError("no input image given", expected="one or more image paths", got="none")
+    if opts.graphs is None:
+        raise SV3DError("no export given", expected="--graphs DIR", got="none", hint="the demo is python -m demo")
+    if not opts.images:
+        raise SV3DError("no input image given", expected="one or more image paths", got="none")
 
 
 def check_bounds(opts: Options) -> None:
@@ -191,78 +183,26 @@ def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
               f"{int(LIMITS.small_input_fraction * resolution)} px on a side)", file=sys.stderr, flush=True)
 
 
-def _demo_export(opts: Options, folder: Path) -> Path:
-    """Export a random-weight tiny model into ``folder`` (reused if it already holds an export)."""
-    if (folder / MANIFEST_NAME).is_file():
-        _say(opts, f"demo: reusing the export in {folder}")
-        return folder
-    _say(opts, f"demo: exporting a RANDOM-WEIGHT {opts.demo_config} model at {DEMO_RESOLUTION} px into {folder} "
-               f"(about a minute)")
-    work = Path(tempfile.mkdtemp(prefix="sv3d-demo-ckpt-"))
-    try:
-        ckpt = work / "random.safetensors"
-        _run_tool(["-m", "models.random_checkpoint", "--config", opts.demo_config, "--out", str(ckpt),
-                   "--seed", str(DEMO_SEED)], "writing the random checkpoint")
-        _run_tool(["-m", "export", "--config", opts.demo_config, "--checkpoint", str(ckpt), "--out", str(folder),
-                   "--resolution", str(DEMO_RESOLUTION)], "exporting the demo model")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return folder
-
-
-def _run_tool(args: List[str], what: str) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable] + args, cwd=repo, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise SV3DError(f"--demo: {what} failed (exit {proc.returncode}): {tail}",
-                        hint="the demo needs mindspore and the export/ package")
-
-
-@contextlib.contextmanager
-def _mindspore_dumps():
-    """MindSpore's graph and debug dumps go to a temporary folder, removed at exit (a user's own setting wins)."""
-    folder = Path(tempfile.mkdtemp(prefix="sv3d-mindspore-debug-"))
-    envs = [k for k in MS_DEBUG_ENVS if k not in os.environ]
-    os.environ.update({k: str(folder) for k in envs})
-    try:
-        yield
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        for k in envs:
-            if os.environ.get(k) == str(folder):
-                del os.environ[k]
-
-
-def run(opts: Options) -> int:
+def run(opts: Options, random_weights: bool = False) -> int:
+    """Every image of ``opts`` through the export ``opts.graphs`` (module docstring). ``random_weights``: the export
+    holds random weights (python -m demo): a banner before and after, and each info.json says so."""
     check_options(opts)
-    demo_tmp = None
     made = new_dirs(Path(opts.output))
     stack = contextlib.ExitStack()                  # what _generate_all sets up for the engine (MindSpore dumps)
     try:
-        if opts.demo:
-            if opts.graphs is None:
-                demo_tmp = Path(tempfile.mkdtemp(prefix="sv3d-demo-export-"))
-                graphs = _demo_export(opts, demo_tmp / "export")
-            else:
-                graphs = _demo_export(opts, Path(opts.graphs))
-            images = opts.images or [str(sample_image_path())]
-            print(DEMO_BANNER, file=sys.stderr, flush=True)
-        else:
-            graphs, images = Path(opts.graphs), opts.images
-        rc = _generate_all(opts, graphs, images, stack)
-        if opts.demo:
-            print(DEMO_BANNER, file=sys.stderr, flush=True)
+        if random_weights:
+            print(RANDOM_WEIGHTS_BANNER, file=sys.stderr, flush=True)
+        rc = _generate_all(opts, Path(opts.graphs), opts.images, stack, random_weights)
+        if random_weights:
+            print(RANDOM_WEIGHTS_BANNER, file=sys.stderr, flush=True)
         return rc
     finally:
         stack.close()
         remove_if_empty(made)
-        if demo_tmp is not None:
-            shutil.rmtree(demo_tmp, ignore_errors=True)
 
 
-def _generate_all(opts: Options, graphs: Path, images: List[str], stack: contextlib.ExitStack) -> int:
+def _generate_all(opts: Options, graphs: Path, images: List[str], stack: contextlib.ExitStack,
+                  random_weights: bool) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
     options = generation_options(manifest, opts)
@@ -279,7 +219,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str], stack: context
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
     with interrupts.held():               # an interrupted `import mindspore` crashes Python at exit (exit 134)
         if resolve_backend(opts.backend, manifest, opts.device) == "mindspore":
-            stack.enter_context(_mindspore_dumps())
+            stack.enter_context(dumps_into())
             cap_onednn_isa()              # before MindSpore loads (runtime/backends/onednn.py)
             interrupts.preload("mindspore")
     pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
@@ -302,7 +242,7 @@ def _generate_all(opts: Options, graphs: Path, images: List[str], stack: context
                 bar.close()
         info = {"input": str(path), "graphs": str(graphs), "variant": manifest.variant, "backend": pipe.backend,
                 "device": f"{opts.device}:{opts.device_id}", "precision": pipe.precisions,
-                "memory": pipe.memory, "demo_random_weights": bool(opts.demo)}
+                "memory": pipe.memory, "demo_random_weights": random_weights}
         interrupts.checkpoint()
         folder = write_result(result, output, result_name(path.stem), fps=opts.fps, info=info)
         print(f"{path} -> {folder}", flush=True)
@@ -348,24 +288,11 @@ INTERRUPTED_MESSAGE = "interrupted: nothing partial was written (results complet
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    opts = build_parser().parse_args(argv)
-    interrupts.reset()
-    interrupts.guard()
-    try:
-        return run(opts)
-    except KeyboardInterrupt:
-        print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
-        return interrupts.exit_code()
-    except Exception as e:
-        if interrupts.interrupted():              # a library turned the KeyboardInterrupt into its own error
-            print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
-            return interrupts.exit_code()
-        if isinstance(e, SV3DError):
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            return EXIT_ERROR
-        raise
-    finally:
-        interrupts.release()
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.demo:
+        parser.error(DEMO_MOVED)                  # exits 2, as every usage error
+    return run_command(lambda: run(opts), interrupted=INTERRUPTED_MESSAGE, rules=[ExitRule(SV3DError, EXIT_ERROR)])
 
 
 __all__ = ["Options", "build_parser", "check_bounds", "check_options", "generation_options", "main", "run"]

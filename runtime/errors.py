@@ -1,43 +1,8 @@
-"""Typed errors of the SV3D runtime.
-
-Every error a user can trigger derives from :class:`SV3DError`, so a command line can catch one class, print the
-message and exit non-zero. Messages say what was expected, what was got, and which file was involved::
-
-    raise OrbitError("elevations_deg has the wrong length", expected="1 or 21 values", got="5 values")
-    -> "elevations_deg has the wrong length: expected 1 or 21 values, got 5 values"
-
-The structured parts stay available as attributes (``path``, ``expected``, ``got``, ``hint``) for callers that
-want to render them differently.
-"""
+"""Typed errors of the SV3D runtime, under the project's root error :class:`SV3DError` (configs/errors.py, where
+its message format is described); ``from runtime.errors import SV3DError`` keeps working."""
 from __future__ import annotations
 
-import os
-from typing import Any, Optional, Union
-
-_NOT_GIVEN = object()
-
-
-class SV3DError(Exception):
-    """Base class of every runtime error a user can cause (bad input, bad graph, unwritable output)."""
-
-    def __init__(self, message: str, *, path: Optional[Union[str, os.PathLike]] = None,
-                 expected: Any = _NOT_GIVEN, got: Any = _NOT_GIVEN, hint: Optional[str] = None) -> None:
-        self.path = None if path is None else os.fspath(path)
-        self.expected = None if expected is _NOT_GIVEN else expected
-        self.got = None if got is _NOT_GIVEN else got
-        self.hint = hint
-        text = message
-        if expected is not _NOT_GIVEN and got is not _NOT_GIVEN:
-            text += f": expected {expected}, got {got}"
-        elif expected is not _NOT_GIVEN:
-            text += f": expected {expected}"
-        elif got is not _NOT_GIVEN:
-            text += f": got {got}"
-        if self.path is not None:
-            text += f" [{self.path}]"
-        if hint:
-            text += f" ({hint})"
-        super().__init__(text)
+from configs.errors import SV3DError
 
 
 class InputImageError(SV3DError):
@@ -54,3 +19,6 @@ class GraphError(SV3DError):
 
 class OutputError(SV3DError):
     """An output (video, frames, report) cannot be written."""
+
+
+__all__ = ["GraphError", "InputImageError", "OrbitError", "OutputError", "SV3DError"]

@@ -246,25 +246,6 @@ def test_rgb_input_background_modes(toy_u, tmp_path, capsys):
     assert _files(out / "photo") == _expected_files("photo")
 
 
-def test_demo_with_an_existing_export_says_weights_are_random(toy_u, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(["--demo", "--graphs", str(toy_u), "-o", str(out), "--steps", "1"]) == 0
-    err = capsys.readouterr().err
-    assert "reusing the export" in err and err.count("weights are RANDOM") == 2
-    assert _files(out / "object") == _expected_files("object")
-
-
-@pytest.mark.slow
-def test_demo_exports_a_random_model_and_runs_it(tmp_path):
-    """The README quickstart: `python -m runtime --demo` (random checkpoint -> python -m export -> generate)."""
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "runtime", "--demo", "-o", str(out), "--steps", "2"], cwd=REPO,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANDOM" in proc.stderr and "Traceback" not in proc.stderr
-    assert _files(out / "object") == _expected_files("object")
-
-
 @pytest.mark.parametrize("config", ["sv3d_u", "sv3d_p"])
 def test_help_shows_the_official_defaults(config):
     """The help's "officially" values are those of the bundled official configs, read from their YAML files (the

@@ -214,6 +214,40 @@ def test_export_interrupted_after_mindspore_ran(oracle, tmp_path, isolate, sig):
     assert_no_processes(kids + [proc.pid])
 
 
+WORKER_PARENT = """
+import sys, time
+from export import workers
+from runtime.command import run_command
+sys.exit(run_command(lambda: workers.call(True, time.sleep, 120) or 0, interrupted="interrupted: stopped", rules=[]))
+"""
+
+
+def test_ctrl_c_during_a_worker_start_up_reaches_only_the_parent(tmp_path):
+    """A SIGINT that reaches an export worker while its interpreter starts (Ctrl-C goes to the whole process group)
+    is not acted on by the worker: it used to die with "Fatal Python error: init_sys_streams" or a traceback, and the
+    parent reported a worker that died without an answer. Here SIGINTs hit the worker alone every 2 ms from the
+    moment it exists until it has surely started; then Ctrl-C to the group ends the parent with 130 and its one
+    line, and the worker with it."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_PARENT], cwd=_cwd(tmp_path), env=_env(),
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        worker = wait_for(lambda: worker_of(proc), 60, "the worker process", proc)
+        hits, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 1.0 and alive(worker):
+            os.kill(worker, signal.SIGINT)
+            hits += 1
+            time.sleep(0.002)
+        assert alive(worker) and proc.poll() is None, proc.stderr.read()[-3000:]
+        rc = interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read()
+    assert rc == 130 and err.strip() == "interrupted: stopped", (rc, hits, err[-3000:])
+    assert_no_processes([worker])
+
+
 @pytest.mark.parametrize("backend", ["mindspore", "onnxruntime"])
 def test_runtime_interrupted_while_sampling(toy_export_for, tmp_path, backend):
     """Ctrl-C in the middle of a run of many images (the toy graphs are fast): exit 130, the message; results

@@ -2,9 +2,11 @@
 
 Every `import` statement is read from the source (module level and inside functions alike: a lazy import that
 closes a loop is still a loop), resolved to a module of the repository, and the graph checked:
-- no cycle among the modules of export/, runtime/, models/, configs/ and benchmarks/;
-- runtime/ imports nothing from models/, export/ or benchmarks/ (a runtime-only install has none of them);
-- export/ imports nothing from benchmarks/;
+- no cycle among the modules of export/, runtime/, models/, configs/, benchmarks/ and demo/;
+- configs/ imports nothing from the others: it is the bottom layer (and holds the root error, configs/errors.py);
+- runtime/ imports nothing from models/, export/, benchmarks/ or demo/ (a runtime-only install has none of their
+  dependencies);
+- export/ imports nothing from benchmarks/, and nothing imports demo/ (the one place that joins export and runtime);
 - each module of export/ and runtime/ imports on its own, in a fresh set of project modules, and plain
   `import export` loads no MindSpore and no ONNX.
 No MindSpore needed except for the one subprocess that imports every module (skipped without it).
@@ -21,7 +23,7 @@ import pytest
 
 from tests.helpers import REPO
 
-PACKAGES = ("configs", "models", "runtime", "export", "benchmarks")
+PACKAGES = ("configs", "models", "runtime", "export", "benchmarks", "demo")
 
 
 def module_name(path: Path) -> str:
@@ -116,10 +118,23 @@ def test_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
-def test_runtime_imports_no_model_export_or_benchmark_code():
+def test_runtime_imports_no_model_export_benchmark_or_demo_code():
     graph = import_graph()
-    for other in ("models", "export", "benchmarks"):
+    for other in ("models", "export", "benchmarks", "demo"):
         assert importers(graph, "runtime", other) == {}, other
+
+
+def test_configs_is_the_bottom_layer():
+    graph = import_graph()
+    for other in PACKAGES[1:]:
+        assert importers(graph, "configs", other) == {}, other
+
+
+def test_nothing_imports_the_demo():
+    graph = import_graph()
+    assert {m: deps for m, deps in graph.items() if not m.startswith("demo") and
+            any(d.split(".")[0] == "demo" for d in deps)} == {}
+    assert {"export.api", "runtime.cli", "models.random_checkpoint"} <= graph["demo.cli"]
 
 
 def test_export_imports_no_benchmark_code():
@@ -127,10 +142,10 @@ def test_export_imports_no_benchmark_code():
 
 
 def test_each_module_imports_on_its_own():
-    """Every module of export/ and runtime/ imported first, with no project module loaded before it (an import
+    """Every module of export/, runtime/ and demo/ imported first, with no project module loaded before it (an import
     cycle that only bites in one order shows here); `import export` alone loads no MindSpore and no ONNX."""
     pytest.importorskip("mindspore")
-    names = sorted(m for m in import_graph() if m.split(".")[0] in ("export", "runtime") and
+    names = sorted(m for m in import_graph() if m.split(".")[0] in ("export", "runtime", "demo") and
                    not m.endswith("__main__"))
     script = f"""
 import sys

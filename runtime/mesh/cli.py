@@ -19,6 +19,7 @@ from typing import List, Optional
 from configs.limits import LIMITS
 
 from .. import interrupts
+from ..command import ExitRule, run_command
 from ..errors import SV3DError
 from .cameras import DEFAULT_DISTANCE, DEFAULT_FOV_DEG
 from .deps import check_all
@@ -129,25 +130,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.quiet:
             print(*msg, file=sys.stderr, flush=True)
 
-    interrupts.reset()
-    interrupts.guard()
-    try:
+    def body() -> int:
         folder = make_mesh(args.folder, args.output, elevation=args.elevation, azimuths=args.azimuths, fov=args.fov,
                            distance=args.distance, masks=args.masks, resolution=args.resolution, faces=args.faces,
                            smooth=args.smooth, refine=args.refine, say=say)
         print(folder, flush=True)
         return EXIT_OK
-    except KeyboardInterrupt:
-        print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
-        return interrupts.exit_code()
-    except SV3DError as e:
-        if interrupts.interrupted():
-            print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
-            return interrupts.exit_code()
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    finally:
-        interrupts.release()
+
+    return run_command(body, interrupted=INTERRUPTED_MESSAGE, rules=[ExitRule(SV3DError, EXIT_ERROR)])
 
 
 __all__ = ["DEFAULT_NAME", "RANDOM_WEIGHTS_NOTE", "build_parser", "check_mesh_options", "main", "make_mesh"]
