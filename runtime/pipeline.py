@@ -1,6 +1,6 @@
 """SV3D image -> orbit video over exported graphs, with the numpy sampler in between.
 
-    pipe = SV3DPipeline.from_export("exports/sv3d_u_576", backend="auto", device="cpu")
+    pipe = SV3DPipeline.from_export("exports/sv3d_u_576", backend="auto", device="cpu")   # or (folder, RunOptions)
     result = pipe.generate("chair.png", seed=23)
     result.frames          # (T, 3, S, S) float32 in [0, 1]
     result.frames_uint8    # (T, S, S, 3) uint8
@@ -44,9 +44,10 @@ from .conditioning import Conditioning, vector_conditioning
 from .denoiser import DenoiserCall, cfg_denoiser
 from .errors import GraphError, SV3DError
 from .manifest import Manifest
-from .options import GenerationOptions, check_threads, resolve_options
+from .options import GenerationOptions, resolve_options
 from .orbits import Orbit, build_orbit
 from .preprocess import ImageInput, PreprocessedImage, prepare_image
+from .run_options import RunOptions
 from .sampling import initial_latent, sample_euler
 from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_differences
 from .timings import StepTiming, Timings
@@ -69,8 +70,7 @@ class Noise:
 
     @classmethod
     def from_seed(cls, seed: int, image_shape: Sequence[int], latent_shape: Sequence[int]) -> "Noise":
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise SV3DError("invalid seed", expected="an integer >= 0", got=repr(seed))
+        """The draws of ``seed`` (an integer >= 0, checked by runtime.options.resolve_options)."""
         rng = np.random.default_rng(int(seed))
         cond = rng.standard_normal(tuple(image_shape), dtype=F32)
         latent = rng.standard_normal(tuple(latent_shape), dtype=F32)
@@ -135,45 +135,45 @@ class SV3DPipeline:
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def from_export(cls, folder, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                    threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                    cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
-        """Load an export folder (``python -m export`` output) on a backend.
+    def from_export(cls, folder, options: Optional[RunOptions] = None, **fields) -> "SV3DPipeline":
+        """Load an export folder (``python -m export`` output) to run as ``options`` say.
 
-        backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
-        threads: intra-op threads, 0 (engine default) .. the CPUs this process may use; verify_checksums: sha256
-        of every graph file against the manifest (sizes are always checked; skipping the hash saves a read of the
-        weights); precision and
-        cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
-        memory: resident (all four graphs loaded once, kept for every image), sequential (each graph loaded just
-        before its stage and released after it: the peak is the largest stage, not the sum, at the price of
-        loading the graphs again for every image -- seconds from OpenVINO's cache, longer on other engines), or
-        auto = sequential when the graph files exceed LIMITS.resident_ram_fraction of this machine's RAM.
+        options: a runtime.run_options.RunOptions, and/or its fields by keyword, which replace its own:
+        backend (auto | mslite | mindspore | onnxruntime | openvino), device (cpu | cuda | ascend) and device_id,
+        threads (intra-op threads, 0 = the engine's default, at most the CPUs this process may use),
+        precision and cache_dir (the compute precision and a compiled-model cache, where the backend has them:
+        one it cannot honour is refused), verify_checksums (sha256 of every graph file against the manifest;
+        sizes are always checked), memory: resident (all four graphs loaded once, kept for every image),
+        sequential (each graph loaded just before its stage and released after it: the peak is the largest
+        stage, not the sum, at the price of loading the graphs again for every image -- seconds from OpenVINO's
+        cache, longer on other engines), or auto = sequential when the graph files exceed
+        LIMITS.resident_ram_fraction of this machine's RAM.
         """
         t0 = time.perf_counter()
-        pipe = cls.from_manifest(Manifest.load(folder), backend, device, device_id=device_id, threads=threads,
-                                 verify_checksums=verify_checksums, precision=precision, cache_dir=cache_dir,
-                                 memory=memory)
+        pipe = cls.from_manifest(Manifest.load(folder), options, **fields)
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                      threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                      cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
+    def from_manifest(cls, manifest: Manifest, options: Optional[RunOptions] = None, **fields) -> "SV3DPipeline":
         """As :meth:`from_export`, for an already loaded manifest."""
-        from .backends import RunOptions, backend_format, load_graphs, resolve_backend
+        from .backends import engine_for
 
         t0 = time.perf_counter()
-        threads = check_threads(threads)
-        name = resolve_backend(backend, manifest, device)
-        fmt = backend_format(name, manifest)
-        mode = resolve_memory_mode(memory, manifest, fmt)
-        options = RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir)
-        runners = load_graphs(manifest, backend=name, device=device, device_id=device_id, options=options,
-                              checksums=verify_checksums, on_demand=mode == "sequential")
-        pipe = cls(manifest.runtime, manifest.shapes, runners, backend=name, device=device, manifest=manifest,
-                   specs={n: manifest.entry(fmt, n).spec for n in GRAPH_NAMES})
+        pipe = cls.from_engine(engine_for(manifest, options, **fields))
+        pipe.load_seconds = time.perf_counter() - t0
+        return pipe
+
+    @classmethod
+    def from_engine(cls, engine) -> "SV3DPipeline":
+        """The graphs of ``engine.manifest`` on a backend already chosen, with its options checked
+        (runtime.backends.engine_for)."""
+        t0 = time.perf_counter()
+        manifest = engine.manifest
+        mode = resolve_memory_mode(engine.options.memory, manifest, engine.format)
+        runners = engine.load_all(on_demand=mode == "sequential")
+        pipe = cls(manifest.runtime, manifest.shapes, runners, backend=engine.name, device=engine.options.device,
+                   manifest=manifest, specs={n: engine.spec(n) for n in GRAPH_NAMES})
         pipe.memory = mode
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
@@ -401,16 +401,12 @@ class SV3DPipeline:
 # memory mode and post-processing
 
 
-MEMORY_MODES = ("auto", "resident", "sequential")
-
-
 def resolve_memory_mode(memory: str, manifest: Manifest, fmt: str) -> str:
-    """``auto`` -> sequential when the export's graph files (in the format the backend reads) exceed
-    LIMITS.resident_ram_fraction of the machine's RAM, else resident."""
+    """RunOptions.memory (runtime.run_options.MEMORY_MODES) for this export: ``auto`` -> sequential when the
+    export's graph files (in the format the backend reads) exceed LIMITS.resident_ram_fraction of the machine's
+    RAM, else resident."""
     from configs.limits import LIMITS
 
-    if memory not in MEMORY_MODES:
-        raise SV3DError("unknown memory mode", expected=f"one of {list(MEMORY_MODES)}", got=repr(memory))
     if memory != "auto":
         return memory
     total = sum(f.bytes for e in manifest.graphs.get(fmt, {}).values() for f in e.files)
