@@ -31,17 +31,18 @@ The reference's invisible watermark and NSFW filter (SVS:266-267) are not applie
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 from configs.schema import SV3DConfig
 
 from .conditioning import Conditioning, vector_conditioning
-from .denoiser import DenoiserCall, cfg_denoiser
+from .denoiser import CFGDenoiser, CFGUNet, LastOutput, VDenoiser
 from .errors import GraphError, SV3DError
 from .manifest import Manifest
 from .options import GenerationOptions, resolve_options
@@ -50,7 +51,7 @@ from .preprocess import ImageInput, PreprocessedImage, prepare_image
 from .run_options import RunOptions
 from .sampling import initial_latent, sample_euler
 from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_differences
-from .timings import StepTiming, Timings
+from .timings import StepTiming, TimedRunner, Timings
 
 F32 = np.float32
 UINT8_MAX = 255
@@ -305,11 +306,10 @@ class SV3DPipeline:
         latents = self._sample(cond, draws, opts, timings, callback)
 
         # 4. decode and post-process
-        self._load("vae_decoder", timings)
-        t0 = time.perf_counter()
-        decoded = self._decode(latents)                                                         # (T, 3, S, S)
-        timings.add("vae_decoder", time.perf_counter() - t0)
-        self._release("vae_decoder")
+        with self._graph("vae_decoder", timings) as decoder:
+            t0 = time.perf_counter()
+            decoded = decode_in_chunks(decoder, latents, self.shapes.decode_chunk)             # (T, 3, S, S)
+            timings.add("vae_decoder", time.perf_counter() - t0)
         t0 = time.perf_counter()
         frames, frames_uint8 = postprocess(decoded, image_m11)
         timings.add("postprocess", time.perf_counter() - t0)
@@ -333,68 +333,75 @@ class SV3DPipeline:
 
     def _sample(self, cond: Conditioning, draws: "Noise", opts: GenerationOptions, timings: "Timings",
                 callback: Optional[ProgressCallback]) -> np.ndarray:
-        """Euler over the EDM schedule with the guided denoiser; per-step timings from the denoiser's reports."""
+        """Euler over the EDM schedule with the guided denoiser (k-diffusion's layers, each f(x, sigma) -> D); a
+        step's graph seconds from a timing proxy around the UNet runner, its glue seconds the rest of the step."""
         t0 = time.perf_counter()
-        calls: List[DenoiserCall] = []                              # the denoiser's report of the current step
-        denoiser = cfg_denoiser(self.runners["unet"], self.shapes.unet_batch, cond, opts.scales, calls.append)
+        unet = TimedRunner(self.runners["unet"])
+        branches = LastOutput(VDenoiser(CFGUNet(unet, self.shapes.unet_batch, cond)))   # D of [uc ; c], (2T, ...)
+        denoiser = CFGDenoiser(branches, opts.scales)                                     # guided D, (T, C, h, w)
         x0 = initial_latent(draws.latent_noise, opts.sigmas[0])
         timings.add("conditioning", time.perf_counter() - t0)
+        step_started = 0.0
 
         def on_step(info: Dict[str, Any]) -> None:
-            call = calls.pop()
-            step_s = time.perf_counter() - call.started
-            glue_s = step_s - call.graph_s
-            timings.steps.append(StepTiming(int(info["i"]), float(info["sigma"]), call.graph_s, glue_s))
+            nonlocal step_started
+            step_s = time.perf_counter() - step_started
+            graph_s = unet.take()
+            glue_s = step_s - graph_s
+            timings.steps.append(StepTiming(int(info["i"]), float(info["sigma"]), graph_s, glue_s))
             if callback is not None:
                 callback({"step": int(info["i"]), "num_steps": opts.num_steps, "sigma": float(info["sigma"]),
-                          "graph_s": call.graph_s, "glue_s": glue_s, "step_s": step_s, "x": info["x"],
-                          "denoised_raw": call.denoised_raw, "denoised": call.denoised, "latent": info["x_next"]})
+                          "graph_s": graph_s, "glue_s": glue_s, "step_s": step_s, "x": info["x"],
+                          "denoised_raw": branches.last, "denoised": info["denoised"], "latent": info["x_next"]})
+            step_started = time.perf_counter()            # the next step starts when this callback returns
 
-        self._load("unet", timings)
-        t0 = time.perf_counter()
-        latents = sample_euler(denoiser, x0, opts.sigmas, callback=on_step)
-        sampling_s = time.perf_counter() - t0
+        with self._graph("unet", timings):
+            t0 = step_started = time.perf_counter()
+            latents = sample_euler(denoiser, x0, opts.sigmas, callback=on_step)
+            sampling_s = time.perf_counter() - t0
         unet_s = sum(s.graph_s for s in timings.steps)
         timings.add("unet", unet_s)
         timings.add("sampling_glue", sampling_s - unet_s)
-        self._release("unet")
         return latents
 
     # -- graphs and memory -----------------------------------------------------------------------------------
-    def _load(self, name: str, timings: "Timings") -> None:
-        """Sequential memory: load graph `name` now, timed as stage load_<name> (nothing to do when resident)."""
+    @contextlib.contextmanager
+    def _graph(self, name: str, timings: "Timings") -> Iterator[Any]:
+        """Graph `name` for the block. Sequential memory: loaded on entering (timed as the stage load_<name>) and
+        released when the block ends, on an error too; resident: the runner, loaded once for every image."""
         runner = self.runners[name]
-        if hasattr(runner, "load") and not getattr(runner, "loaded", True):
+        sequential = self.memory == "sequential"
+        if sequential:
             t0 = time.perf_counter()
             runner.load()
             timings.add(f"load_{name}", time.perf_counter() - t0)
-
-    def _release(self, name: str) -> None:
-        if self.memory == "sequential" and hasattr(self.runners[name], "release"):
-            self.runners[name].release()
+        try:
+            yield runner
+        finally:
+            if sequential:
+                runner.release()
 
     def _stage(self, name: str, feeds: Mapping[str, np.ndarray], timings: "Timings") -> Dict[str, np.ndarray]:
-        """Run a once-per-image graph as its own timed stage (loaded and released around it when sequential)."""
-        self._load(name, timings)
-        t0 = time.perf_counter()
-        out = self.runners[name].run(feeds)
-        timings.add(name, time.perf_counter() - t0)
-        self._release(name)
+        """Run a once-per-image graph as its own timed stage."""
+        with self._graph(name, timings) as runner:
+            t0 = time.perf_counter()
+            out = runner.run(feeds)
+            timings.add(name, time.perf_counter() - t0)
         return out
 
-    def _decode(self, latents: np.ndarray) -> np.ndarray:
-        """Decoder over the frames in chunks of decode_chunk; the last chunk is zero-padded (the image decoder
-        works per frame, so padding frames do not affect the others) and the padding dropped."""
-        chunk = self.shapes.decode_chunk
-        runner = self.runners["vae_decoder"]
-        parts = []
-        for start in range(0, latents.shape[0], chunk):
-            part = latents[start:start + chunk]
-            n = part.shape[0]
-            if n < chunk:
-                part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], dtype=F32)], axis=0)
-            parts.append(runner.run({"latent": part})["image"][:n])
-        return np.concatenate(parts, axis=0)
+
+def decode_in_chunks(decoder: Any, latents: np.ndarray, chunk: int) -> np.ndarray:
+    """The decoder over latents (T, C, h, w) in chunks of the export's decode_chunk frames -> (T, 3, S, S); the last
+    chunk is zero-padded (the image decoder works per frame, so padding frames do not affect the others) and the
+    padding dropped."""
+    parts = []
+    for start in range(0, latents.shape[0], chunk):
+        part = latents[start:start + chunk]
+        n = part.shape[0]
+        if n < chunk:
+            part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], dtype=F32)], axis=0)
+        parts.append(decoder.run({"latent": part})["image"][:n])
+    return np.concatenate(parts, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------

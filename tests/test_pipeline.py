@@ -15,7 +15,7 @@ from configs import load_config
 from runtime import SV3DPipeline
 from runtime.errors import GraphError, InputImageError, OrbitError, SV3DError
 from runtime.orbits import Orbit
-from runtime.pipeline import Noise, postprocess
+from runtime.pipeline import Noise, decode_in_chunks, postprocess
 from runtime.sampling import edm_vscaling
 from runtime.specs import ExportShapes, graph_specs
 from tests.helpers import rel_l2, toy_numpy, toy_weights
@@ -209,10 +209,7 @@ def test_decoder_chunks_and_postprocess_match_reference(case_data, decode_chunk)
                 assert not np.any(frame), "a padding frame must be zeros"
         return out
 
-    pipe = SV3DPipeline(cfg, _shapes(decode_chunk=decode_chunk),
-                        {n: FakeRunner(s, decoder if n == "vae_decoder" else None)
-                         for n, s in graph_specs(cfg, _shapes(decode_chunk=decode_chunk)).items()})
-    decoded = pipe._decode(latents)
+    decoded = decode_in_chunks(FakeRunner(spec, decoder), latents, decode_chunk)
     assert seen == list(range(T))
     frames, frames_uint8 = postprocess(decoded, inputs["image_m11"])
     np.testing.assert_array_equal(frames, ref["frames_50"])
@@ -269,6 +266,77 @@ def test_result_layout_callback_and_timings():
                   "vae_decoder", "postprocess", "total"):
         assert stage in r.timings.stages
     assert "5 steps" in r.timings.summary()
+
+
+def test_step_graph_time_comes_from_a_proxy_around_the_unet():
+    """The denoiser is f(x, sigma) -> D (no timing in what it returns); a step's graph seconds are what the
+    TimedRunner around the UNet runner measured: here two 10 ms calls per step (unet_batch T)."""
+    import time as _time
+
+    from runtime.denoiser import CFGDenoiser, CFGUNet, VDenoiser
+
+    pipe = toy_pipeline(unet_batch=T)
+    unet = pipe.runners["unet"]
+    fn = unet.fn
+
+    def slow(**feeds):
+        _time.sleep(0.01)
+        return fn(**feeds)
+
+    unet.fn = slow
+    seen = []
+    r = pipe.generate(np.zeros((1, 3, S, S), np.float32), num_steps=3, callback=seen.append)
+    for s, t in zip(seen, r.timings.steps):
+        assert s["graph_s"] == t.graph_s >= 0.02 and s["step_s"] >= s["graph_s"]
+        assert s["denoised_raw"].shape == (2 * T, 4, 8, 8) and s["denoised"].shape == (T, 4, 8, 8)
+    assert r.timings.stages["unet"] == pytest.approx(sum(t.graph_s for t in r.timings.steps))
+
+    cond = pipe.conditioning(np.zeros((1, 3, S, S), np.float32), seed=1)
+    denoiser = CFGDenoiser(VDenoiser(CFGUNet(unet, T, cond)), np.ones(T, np.float32))
+    out = denoiser(np.zeros((T, 4, 8, 8), np.float32), np.float32(1.0))
+    assert isinstance(out, np.ndarray) and out.shape == (T, 4, 8, 8)
+
+
+class OnDemand(FakeRunner):
+    """A FakeRunner that is loaded and released like runtime.backends.OnDemandRunner."""
+
+    def __init__(self, spec, fn):
+        super().__init__(spec, fn)
+        self.loaded = False
+        self.loads = 0
+
+    def load(self):
+        self.loaded, self.loads = True, self.loads + 1
+
+    def release(self):
+        self.loaded = False
+
+    def run(self, feeds):
+        assert self.loaded, f"{self.spec.name} runs without being loaded"
+        return super().run(feeds)
+
+
+def test_sequential_graphs_are_released_after_their_stage_and_on_errors():
+    cfg = load_config("sv3d_u_tiny")
+    shapes = _shapes()
+    specs = graph_specs(cfg, shapes)
+    fns = toy_numpy(cfg, toy_weights(cfg))
+    runners = {n: OnDemand(specs[n], fns[n]) for n in specs}
+    pipe = SV3DPipeline(cfg, shapes, runners)
+    pipe.memory = "sequential"
+    image = np.zeros((1, 3, S, S), np.float32)
+    r = pipe.generate(image, num_steps=2)
+    assert not any(x.loaded for x in runners.values()) and all(x.loads == 1 for x in runners.values())
+    assert {f"load_{n}" for n in specs} <= set(r.timings.stages)
+
+    def broken(**feeds):
+        raise RuntimeError("out of memory")
+
+    runners["unet"].fn = broken
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipe.generate(image, num_steps=2)
+    assert runners["unet"].loads == 2 and not runners["unet"].loaded          # released on the error too
+    assert not any(x.loaded for x in runners.values())
 
 
 def test_invalid_options_are_clear_errors():
