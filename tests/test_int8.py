@@ -18,8 +18,7 @@ from tests.test_pipeline import AUTOCAST_BOUNDS, CASES, reduced_precision_errors
 INT8_BOUNDS = {"latents_4": 0.75, "frames_4": 0.40}      # uint8 frames: reported, not bounded (up to 255 off)
 
 
-def test_int8_needs_openvino(toy_export):
-    folder, _ = toy_export
+def test_int8_needs_openvino():
     for backend in ("onnxruntime", "mindspore", "mslite"):
         with pytest.raises(BackendError, match=f"the {backend} backend cannot honour precision='int8'"):
             refuse_unhonoured(backend, RunOptions(precision="int8"))
