@@ -368,9 +368,10 @@ class SV3DPipeline:
     @contextlib.contextmanager
     def _graph(self, name: str, timings: "Timings") -> Iterator[Any]:
         """Graph `name` for the block. Sequential memory: loaded on entering (timed as the stage load_<name>) and
-        released when the block ends, on an error too; resident: the runner, loaded once for every image."""
+        released when the block ends, on an error too; resident: the runner, loaded once for every image. A runner
+        without load/release (one a caller swapped in, e.g. export/int8.py's recorder) is used as it is."""
         runner = self.runners[name]
-        sequential = self.memory == "sequential"
+        sequential = self.memory == "sequential" and hasattr(runner, "load") and hasattr(runner, "release")
         if sequential:
             t0 = time.perf_counter()
             runner.load()

@@ -338,6 +338,10 @@ def test_sequential_graphs_are_released_after_their_stage_and_on_errors():
     assert runners["unet"].loads == 2 and not runners["unet"].loaded          # released on the error too
     assert not any(x.loaded for x in runners.values())
 
+    runners["unet"] = FakeRunner(specs["unet"], fns["unet"])       # a plain runner swapped in: used as it is
+    pipe.runners["unet"] = runners["unet"]
+    assert pipe.generate(image, num_steps=1).latents.shape == (T, 4, 8, 8)
+
 
 def test_invalid_options_are_clear_errors():
     pipe = toy_pipeline()
