@@ -59,7 +59,7 @@ def profile(model_path: str, graph: str, feeds: Dict[str, "object"], runs: int =
     from runtime.backends.base import RunOptions
     from runtime.backends.onnxruntime_backend import session_options
 
-    so = session_options(RunOptions(intra_op_threads=threads), graph)
+    so = session_options(RunOptions(threads=threads), graph)
     with tempfile.TemporaryDirectory(prefix="ort_prof_") as d:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "prof")

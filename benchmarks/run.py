@@ -103,7 +103,7 @@ def run_options(threads: int, memory: Optional[Dict[str, bool]] = None, precisio
     cpu_mem_arena, the rest keep the runtime's defaults."""
     from runtime import RunOptions
 
-    return RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir, **(memory or {}))
+    return RunOptions(threads=threads, precision=precision, cache_dir=cache_dir, **(memory or {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from configs.limits import LIMITS, human_bytes
 from runtime import interrupts
 from runtime.backends.mindspore_dumps import dumps_into
 from runtime.peak_rss import peak_rss_bytes
+from runtime.errors import first_line
 from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, reuse, staging, workers
@@ -368,8 +369,7 @@ class Exporter:
         except (ExportError, ConfigError, CheckpointError):
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ExportError(f"exporting graph {name} to {fmt} failed: {type(e).__name__}: {first}") from e
+            raise ExportError(f"exporting graph {name} to {fmt} failed: {type(e).__name__}: {first_line(e)}") from e
 
     def check_all(self, name: str, written, spec: GraphSpec, iso: bool, run: bool) -> Dict[str, dict]:
         """Every written file loaded by the runtime's backend (export/checks.py), declared I/O checked, and run on

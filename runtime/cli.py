@@ -36,7 +36,7 @@ from configs.limits import LIMITS
 from configs.schema import GUIDERS, SV3DConfig
 
 from . import interrupts
-from .backends import BACKEND_CHOICES, DEVICES, PRECISIONS, resolve_backend
+from .backends import engine_for
 from .backends.mindspore_dumps import dumps_into
 from .backends.onednn import cap_onednn_isa
 from .command import ExitRule, run_command
@@ -44,12 +44,13 @@ from .errors import SV3DError
 from .manifest import Manifest
 from .mesh.cli import make_mesh
 from .mesh.deps import check_all as check_mesh_dependencies
-from .options import GenerationOptions, OptionNames, check_threads, resolve_options
+from .options import GenerationOptions, OptionNames, resolve_options
 from .orbits import ORBIT_PRESETS
 from .outputs import (DEFAULT_FPS, check_writable, new_dirs, remove_if_empty, require_video_support, result_name,
                       write_result)
-from .pipeline import MEMORY_MODES, SV3DPipeline
+from .pipeline import SV3DPipeline
 from .preprocess import BACKGROUND_MODES, prepare_image
+from .run_options import BACKEND_CHOICES, DEVICES, MEMORY_MODES, PRECISIONS, RunOptions
 
 PROG = "python -m runtime"
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, interrupts.EXIT_INTERRUPTED
@@ -57,7 +58,9 @@ RANDOM_WEIGHTS_BANNER = ("*** DEMO: the model weights are RANDOM; the videos sho
                          "Export real SV3D weights with `python -m export` for real results. ***")
 DEMO_MOVED = "--demo moved: run `python -m demo` (it needs the export extra: pip install -e '.[export]')"
 FLAGS = OptionNames(steps="--steps", seed="--seed", guider="--guider", min_scale="--min-scale",
-                    max_scale="--max-scale", elevation="--elevation", azimuths="--azimuths")
+                    max_scale="--max-scale", elevation="--elevation", azimuths="--azimuths", backend="--backend",
+                    device="--device", device_id="--device-id", threads="--threads", precision="--precision",
+                    cache_dir="--cache-dir", memory="--memory", verify_checksums="--skip-checksums")
 # The help shows the official SV3D values (the schema's defaults, which the bundled configs use); an export's own
 # config supplies the defaults at run time.
 OFFICIAL = SV3DConfig()
@@ -80,14 +83,16 @@ class Options:
     device: str = field(default="cpu", metadata=dict(choices=list(DEVICES), help="device kind"))
     device_id: int = field(default=0, metadata=dict(help="device index (cuda / ascend)"))
     threads: int = field(default=0, metadata=dict(
-        help="intra-op threads, at most the CPUs this process may use (0 = the engine's default)"))
+        help="intra-op threads, at most the CPUs this process may use (0 = the engine's default; the mindspore "
+             "backend cannot set them and refuses a value)"))
     precision: str = field(default="auto", metadata=dict(
         choices=list(PRECISIONS),
-        help="openvino: UNet and decoder precision; auto = bf16 on CPUs with AMX / AVX512_BF16, else f32; int8 = "
-             "the export's int8 UNet (python -m export.int8; opt-in: larger error), the decoder as auto"))
+        help="UNet and decoder compute precision: f32 = as exported; bf16 = openvino on CPUs with AMX / "
+             "AVX512_BF16; int8 = openvino's opt-in int8 UNet (python -m export.int8); other backends refuse "
+             "both; auto = bf16 where openvino can, else as exported"))
     cache_dir: Optional[str] = field(default=None, metadata=dict(
-        metavar="DIR", help="openvino: compiled-model cache (default ~/.cache/sv3d-runtime/openvino or "
-                            "$SV3D_CACHE_DIR/openvino; '' = off)"))
+        metavar="DIR", help="openvino only (other backends refuse it): compiled-model cache (default "
+                            "~/.cache/sv3d-runtime/openvino or $SV3D_CACHE_DIR/openvino; '' = off)"))
     memory: str = field(default="auto", metadata=dict(
         choices=list(MEMORY_MODES),
         help="resident: the four graphs loaded once for all images; sequential: each graph loaded for its stage "
@@ -147,31 +152,37 @@ def _say(opts: Options, *msg) -> None:
         print(*msg, file=sys.stderr, flush=True)
 
 
-def check_options(opts: Options) -> None:
-    """The options that do not depend on the export (steps, seed, guidance and camera: :func:`generation_options`).
-    The service (runtime/serve) checks each job's form with it too."""
-    check_bounds(opts)
+def check_options(opts: Options) -> RunOptions:
+    """The options that do not depend on the export (steps, seed, guidance and camera: :func:`generation_options`);
+    returns the engine flags as one RunOptions. The service (runtime/serve) checks each job's form with it too."""
+    engine = check_bounds(opts)
     if opts.graphs is None:
         raise SV3DError("no export given", expected="--graphs DIR", got="none", hint="the demo is python -m demo")
     if not opts.images:
         raise SV3DError("no input image given", expected="one or more image paths", got="none")
+    return engine
 
 
-def check_bounds(opts: Options) -> None:
-    """The sizes configs/limits.py bounds (--fps, --threads, --device-id, the image count)."""
-    check_threads(opts.threads, "--threads")
-    for name, value, low, high in (("--fps", opts.fps, 1, LIMITS.max_fps),
-                                   ("--device-id", opts.device_id, 0, None)):
-        if value is not None and (value < low or (high is not None and value > high)):
-            bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-            raise SV3DError(f"invalid {name}", expected=bound, got=value,
-                            hint="the bounds are configs/limits.py" if high is not None else None)
+def check_bounds(opts: Options) -> RunOptions:
+    """The sizes configs/limits.py bounds (--fps, the image count) and the engine flags (--threads, --device-id,
+    ...: checked by RunOptions, named as the flags), which it returns."""
+    if not 1 <= opts.fps <= LIMITS.max_fps:
+        raise SV3DError("invalid --fps", expected=f"an integer in [1, {LIMITS.max_fps}]", got=opts.fps,
+                        hint="the bounds are configs/limits.py")
     for name, value in (("--graphs", opts.graphs), ("-o/--output", opts.output)):
         if value == "":                               # Path("") is the working directory
             raise SV3DError(f"invalid {name}", expected="a folder path", got="''")
     if len(opts.images) > LIMITS.max_images:
         raise SV3DError("too many input images", expected=f"at most {LIMITS.max_images} per command",
                         got=len(opts.images))
+    return run_options(opts)
+
+
+def run_options(opts: Options) -> RunOptions:
+    """The engine flags as one RunOptions, checked once, its errors naming the flags."""
+    return RunOptions(backend=opts.backend, device=opts.device, device_id=opts.device_id, threads=opts.threads,
+                      precision=opts.precision, cache_dir=opts.cache_dir, memory=opts.memory,
+                      verify_checksums=not opts.skip_checksums, names=FLAGS)
 
 
 def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
@@ -186,13 +197,13 @@ def _warn_small_input(opts: Options, path: Path, pre, resolution: int) -> None:
 def run(opts: Options, random_weights: bool = False) -> int:
     """Every image of ``opts`` through the export ``opts.graphs`` (module docstring). ``random_weights``: the export
     holds random weights (python -m demo): a banner before and after, and each info.json says so."""
-    check_options(opts)
+    engine_options = check_options(opts)
     made = new_dirs(Path(opts.output))
     stack = contextlib.ExitStack()                  # what _generate_all sets up for the engine (MindSpore dumps)
     try:
         if random_weights:
             print(RANDOM_WEIGHTS_BANNER, file=sys.stderr, flush=True)
-        rc = _generate_all(opts, Path(opts.graphs), opts.images, stack, random_weights)
+        rc = _generate_all(opts, engine_options, Path(opts.graphs), opts.images, stack, random_weights)
         if random_weights:
             print(RANDOM_WEIGHTS_BANNER, file=sys.stderr, flush=True)
         return rc
@@ -201,8 +212,8 @@ def run(opts: Options, random_weights: bool = False) -> int:
         remove_if_empty(made)
 
 
-def _generate_all(opts: Options, graphs: Path, images: List[str], stack: contextlib.ExitStack,
-                  random_weights: bool) -> int:
+def _generate_all(opts: Options, engine_options: RunOptions, graphs: Path, images: List[str],
+                  stack: contextlib.ExitStack, random_weights: bool) -> int:
     # 1. everything that can fail cheaply, before loading graphs: export contract, options, inputs, output folder
     manifest = Manifest.load(graphs)
     options = generation_options(manifest, opts)
@@ -218,13 +229,12 @@ def _generate_all(opts: Options, graphs: Path, images: List[str], stack: context
     # 2. graphs, once
     _say(opts, f"loading {manifest.variant} graphs from {graphs} ...")
     with interrupts.held():               # an interrupted `import mindspore` crashes Python at exit (exit 134)
-        if resolve_backend(opts.backend, manifest, opts.device) == "mindspore":
+        engine = engine_for(manifest, engine_options)     # refuses the options this backend cannot honour
+        if engine.name == "mindspore":
             stack.enter_context(dumps_into())
             cap_onednn_isa()              # before MindSpore loads (runtime/backends/onednn.py)
             interrupts.preload("mindspore")
-    pipe = SV3DPipeline.from_manifest(manifest, opts.backend, opts.device, device_id=opts.device_id,
-                                      threads=opts.threads, verify_checksums=not opts.skip_checksums,
-                                      precision=opts.precision, cache_dir=opts.cache_dir, memory=opts.memory)
+    pipe = SV3DPipeline.from_engine(engine)
     interrupts.reassert()                         # MindSpore replaces the SIGINT handler when it loads graphs
     _say(opts, f"backend {pipe.backend} on {opts.device}:{opts.device_id}, graphs loaded in "
                f"{pipe.load_seconds:.2f} s; memory {pipe.memory}"
@@ -295,4 +305,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run_command(lambda: run(opts), interrupted=INTERRUPTED_MESSAGE, rules=[ExitRule(SV3DError, EXIT_ERROR)])
 
 
-__all__ = ["Options", "build_parser", "check_bounds", "check_options", "generation_options", "main", "run"]
+__all__ = ["FLAGS", "Options", "build_parser", "check_bounds", "check_options", "generation_options", "main", "run",
+           "run_options"]

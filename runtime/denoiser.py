@@ -5,15 +5,15 @@
     VDenoiser    D(x, sigma) = c_out * F(c_in * x, c_noise) + c_skip * x      (v-scaling, DSC:51-59; DEN:23-39);
     CFGDenoiser  guided(x, sigma) = D_uc + scale_t * (D_c - D_uc) per frame      (GDR:78-131), on [x ; x].
 
-``CFGDenoiser`` is the ``denoiser(x, sigma) -> D`` of runtime.sampling.sample_euler. After every call it reports
-what it did to its ``callback`` (a :class:`DenoiserCall`: the seconds inside the graph, the raw denoised batch of both
-branches and the guided result), so the pipeline times steps without reaching into the denoiser.
+``CFGDenoiser(VDenoiser(CFGUNet(unet, ...)), scales)`` is the ``denoiser(x, sigma) -> D`` of
+runtime.sampling.sample_euler. Every layer keeps that
+signature and returns the array alone: what the pipeline measures or shows per step comes from proxies around
+the layers (runtime.timings.TimedRunner around the UNet runner, :class:`LastOutput` around the v-denoiser), not from
+what the denoiser returns.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -22,20 +22,11 @@ from .guidance import apply_guidance, split_cfg_batch
 from .sampling import edm_vscaling
 
 F32 = np.float32
-
-
-@dataclass(frozen=True)
-class DenoiserCall:
-    """One evaluation of the guided denoiser."""
-    sigma: float
-    started: float               # time.perf_counter() when the call began
-    graph_s: float               # seconds inside the UNet graph call(s)
-    denoised_raw: np.ndarray     # (2T, C, h, w) D of both branches, [uc ; c] (the reference's denoised batch)
-    denoised: np.ndarray         # (T, C, h, w) the guided D the sampler gets
+Denoiser = Callable[[np.ndarray, Any], np.ndarray]        # f(x, sigma) -> D, the shape of x
 
 
 class CFGUNet:
-    """The UNet graph on the CFG batch: F(x_in (2T, C, h, w), c_noise) -> ((2T, C, h, w), graph seconds).
+    """The UNet graph on the CFG batch: F(x_in (2T, C, h, w), c_noise) -> (2T, C, h, w).
 
     unet: a runner with ``run(feeds) -> {"out": ...}``; unet_batch: 2T (both branches in one call, uc first,
     GDR:88-99) or T (one call per branch); the uc branch gets zero crossattn and concat, both get the vector.
@@ -53,16 +44,14 @@ class CFGUNet:
             self.calls = [(slice(0, 2 * t), np.concatenate([zeros_concat, concat]),
                            np.concatenate([zeros_ctx, ctx]), np.concatenate([vector, vector]))]
 
-    def __call__(self, x_in: np.ndarray, c_noise) -> Tuple[np.ndarray, float]:
-        outs, graph_s = [], 0.0
+    def __call__(self, x_in: np.ndarray, c_noise) -> np.ndarray:
+        outs = []
         for rows, concat, ctx, vec in self.calls:
             feeds = {"x": np.concatenate([x_in[rows], concat], axis=1),          # (B, 2C, h, w) (WRP:27)
                      "timesteps": np.full(concat.shape[0], c_noise, dtype=F32),   # (B,) c_noise
                      "context": ctx, "y": vec}
-            t0 = time.perf_counter()
             outs.append(self.unet.run(feeds)["out"])
-            graph_s += time.perf_counter() - t0
-        return (outs[0] if len(outs) == 1 else np.concatenate(outs)), graph_s   # (2T, C, h, w) [uc ; c]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)              # (2T, C, h, w) [uc ; c]
 
 
 class VDenoiser:
@@ -71,36 +60,36 @@ class VDenoiser:
     def __init__(self, network: CFGUNet) -> None:
         self.network = network
 
-    def __call__(self, x: np.ndarray, sigma) -> Tuple[np.ndarray, float]:
+    def __call__(self, x: np.ndarray, sigma) -> np.ndarray:
         c_skip, c_out, c_in, c_noise = edm_vscaling(sigma)          # float32 scalars (DSC:51-59)
-        net, graph_s = self.network(c_in * x, c_noise)
-        return net * c_out + x * c_skip, graph_s                    # DEN:23-39
+        return self.network(c_in * x, c_noise) * c_out + x * c_skip   # DEN:23-39
+
+
+class LastOutput:
+    """A denoiser layer unchanged, f(x, sigma) -> D, that keeps its latest D in ``last`` (the pipeline's per-step
+    callback shows the v-denoiser's D of both CFG branches, the reference's denoised batch)."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+        self.last: Optional[np.ndarray] = None
+
+    def __call__(self, x: np.ndarray, sigma) -> np.ndarray:
+        self.last = self.denoiser(x, sigma)
+        return self.last
 
 
 class CFGDenoiser:
     """guided(x (T, C, h, w), sigma) -> (T, C, h, w): the v-denoiser on [x ; x], then per-frame guidance."""
 
-    def __init__(self, denoiser: VDenoiser, scales: np.ndarray,
-                 callback: Optional[Callable[[DenoiserCall], None]] = None) -> None:
+    def __init__(self, denoiser: Denoiser, scales: np.ndarray) -> None:
         self.denoiser = denoiser
         self.scales = scales                                        # (T,) float32
-        self.callback = callback
 
     def __call__(self, x: np.ndarray, sigma) -> np.ndarray:
-        started = time.perf_counter()
         t = x.shape[0]
-        raw, graph_s = self.denoiser(np.concatenate([x, x]), sigma)    # (2T, C, h, w) [uc ; c]
+        raw = self.denoiser(np.concatenate([x, x]), sigma)          # (2T, C, h, w) [uc ; c]
         d_uc, d_c = split_cfg_batch(raw, t)
-        guided = apply_guidance(d_uc, d_c, self.scales)
-        if self.callback is not None:
-            self.callback(DenoiserCall(float(sigma), started, graph_s, raw, guided))
-        return guided
+        return apply_guidance(d_uc, d_c, self.scales)
 
 
-def cfg_denoiser(unet: Any, unet_batch: int, conditioning: Conditioning, scales: np.ndarray,
-                 callback: Optional[Callable[[DenoiserCall], None]] = None) -> CFGDenoiser:
-    """The sampler's denoiser for one image: CFGDenoiser(VDenoiser(CFGUNet(unet, ...)))."""
-    return CFGDenoiser(VDenoiser(CFGUNet(unet, unet_batch, conditioning)), scales, callback)
-
-
-__all__ = ["CFGDenoiser", "CFGUNet", "DenoiserCall", "VDenoiser", "cfg_denoiser"]
+__all__ = ["CFGDenoiser", "CFGUNet", "Denoiser", "LastOutput", "VDenoiser"]

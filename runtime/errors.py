@@ -21,4 +21,14 @@ class OutputError(SV3DError):
     """An output (video, frames, report) cannot be written."""
 
 
-__all__ = ["GraphError", "InputImageError", "OrbitError", "OutputError", "SV3DError"]
+class BackendError(SV3DError):
+    """A backend is unknown, not installed, cannot use the requested device, or cannot honour a run option."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (engines append C++ stack traces), else its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+__all__ = ["BackendError", "GraphError", "InputImageError", "OrbitError", "OutputError", "SV3DError", "first_line"]

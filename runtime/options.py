@@ -16,28 +16,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from configs.limits import LIMITS, usable_cpus
+from configs.limits import LIMITS
 from configs.schema import GUIDERS
 
 from .errors import OrbitError, SV3DError
 from .guidance import guidance_scales
-from .orbits import Orbit, build_orbit, orbit_to_radians
+from .option_names import API_NAMES, OptionNames
+from .orbits import Orbit, build_orbit, check_orbit, orbit_to_radians
 from .sampling import edm_sigmas
-
-
-@dataclass(frozen=True)
-class OptionNames:
-    """How the caller spells each option, for the error messages."""
-    steps: str = "number of steps"
-    seed: str = "seed"
-    guider: str = "guider"
-    min_scale: str = "min_scale"
-    max_scale: str = "max_scale"
-    elevation: str = "elevation"
-    azimuths: str = "azimuths"
-
-
-API_NAMES = OptionNames()
 
 
 @dataclass(frozen=True)
@@ -94,9 +80,10 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
         if not isinstance(orbit, Orbit):
             raise OrbitError("invalid orbit", expected="an Orbit (pipeline.make_orbit) or None",
                              got=type(orbit).__name__)
-        elevation, azimuths = list(orbit.elevations_deg), list(orbit.azimuths_deg)
-    resolved = build_orbit(config, num_frames, elevation=elevation, azimuths=azimuths, preset=preset,
-                           names=(names.elevation, names.azimuths))
+        resolved = check_orbit(config, num_frames, orbit, names=(names.elevation, names.azimuths))
+    else:
+        resolved = build_orbit(config, num_frames, elevation=elevation, azimuths=azimuths, preset=preset,
+                               names=(names.elevation, names.azimuths))
     polars = azims = None
     if resolved is not None:
         polars, azims = orbit_to_radians(resolved, config.conditioner.polar_offset_deg)
@@ -107,17 +94,6 @@ def resolve_options(config: Any, num_frames: int, *, num_steps: Optional[int] = 
         sigmas=edm_sigmas(int(steps), s.sigma_min, s.sigma_max, s.rho),
         scales=guidance_scales(kind, num_frames, lo, hi, config.guider.triangle_period),
         polars_rad=polars, azimuths_rad=azims)
-
-
-def check_threads(value, name: str = "threads") -> int:
-    """Intra-op threads: 0 (the engine's default) up to the CPUs this process may use (configs.limits.usable_cpus).
-    More would only oversubscribe the CPUs (configs/limits.py has the measurements), so they are refused, the
-    bound named, rather than clamped: a clamp would quietly run, and report, another setting than asked for."""
-    high = usable_cpus()
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
-        raise SV3DError(f"invalid {name}", expected=f"an integer in [0, {high}] (0 = the engine's default, "
-                                                    f"{high} = the CPUs this process may use)", got=repr(value))
-    return int(value)
 
 
 def _scale(name: str, value) -> float:
@@ -131,4 +107,4 @@ def _scale(name: str, value) -> float:
     return v
 
 
-__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "check_threads", "resolve_options"]
+__all__ = ["API_NAMES", "GenerationOptions", "OptionNames", "resolve_options"]

@@ -51,11 +51,15 @@ class Orbit:
         return len(self.azimuths_deg)
 
 
+def default_azimuths(num_frames: int) -> np.ndarray:
+    """The official azimuths, (T,) degrees: ``linspace(0, 360, T+1)[1:] % 360``, 360/T apart and ending at 0, the
+    input view (SVS:82-89)."""
+    return np.linspace(0.0, FULL_TURN_DEG, _frame_count(num_frames) + 1)[1:] % FULL_TURN_DEG
+
+
 def default_orbit(num_frames: int, elevation_deg: float) -> Orbit:
-    """The official orbit: constant elevation, azimuths ``linspace(0, 360, T+1)[1:] % 360`` (SVS:82-89)."""
-    n = _frame_count(num_frames)
-    azimuths = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
-    return make_orbit(n, elevation=float(elevation_deg), azimuths=azimuths)
+    """The official orbit: constant elevation and the default azimuths (SVS:82-89)."""
+    return make_orbit(num_frames, elevation=float(elevation_deg), azimuths=default_azimuths(num_frames))
 
 
 def unconditioned_orbit(num_frames: int,
@@ -75,8 +79,7 @@ def dynamic_orbit(num_frames: int, elevation_deg: float,
     n = _frame_count(num_frames)
     k = np.arange(1, n + 1) % n                     # frame T is phase 0: exactly the base elevation
     elevations = float(elevation_deg) + float(amplitude_deg) * np.sin(2.0 * math.pi * k / n)
-    azimuths = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
-    return make_orbit(n, elevation=elevations, azimuths=azimuths)
+    return make_orbit(n, elevation=elevations, azimuths=default_azimuths(n))
 
 
 # The orbit of sv3d_u, which takes no camera input: the official default orbit at the default elevation. The
@@ -140,14 +143,9 @@ def make_orbit(num_frames: int, elevation: Optional[Union[Number, Sequence[Numbe
     if elev.shape[0] != n:
         raise OrbitError(f"wrong number of values for {names[0]}", expected=f"1 or {n} values",
                          got=f"{elev.shape[0]} values")
-    lo, hi = (float(v) for v in elevation_range)
-    outside = [(i, float(e)) for i, e in enumerate(elev) if not lo <= e <= hi]
-    if outside:
-        raise OrbitError(f"{names[0]} out of range", expected=f"degrees in [{lo:g}, {hi:g}]",
-                         got=", ".join(f"frame {i}: {e:g}" for i, e in outside[:5])
-                         + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else ""))
+    _check_elevations(elev, elevation_range, names[0])
     if azimuths is None:
-        azim = np.linspace(0.0, FULL_TURN_DEG, n + 1)[1:] % FULL_TURN_DEG
+        azim = default_azimuths(n)
     else:
         azim = _angles(names[1], azimuths, allow_scalar=False)
         if azim.shape[0] != n:
@@ -167,12 +165,8 @@ def build_orbit(config: Any, num_frames: int, *, elevation=None, azimuths=None,
     """
     cond = config.conditioner
     if cond.camera_embed_dim <= 0:
-        given = [k for k, v in (("elevation", elevation), ("azimuths", azimuths), ("orbit preset", preset))
-                 if v is not None]
-        if given:
-            raise OrbitError(f"this export is {config.variant}, which has no camera conditioning; camera options "
-                             f"cannot be used", expected="no elevation / azimuths / orbit preset",
-                             got=", ".join(given), hint="use an sv3d_p export for a camera orbit")
+        _refuse_camera(config, [k for k, v in (("elevation", elevation), ("azimuths", azimuths),
+                                               ("orbit preset", preset)) if v is not None])
         return None
     preset = "default" if preset is None else preset
     if preset not in ORBIT_PRESETS:
@@ -188,9 +182,39 @@ def build_orbit(config: Any, num_frames: int, *, elevation=None, azimuths=None,
     if base.shape != (1,):
         raise OrbitError(f"the {preset!r} orbit preset takes one base {names[0]}", expected="a single value",
                          got=f"{base.size} values")
-    orbit = preset_orbit(preset, num_frames, float(base[0]), cond)
-    return make_orbit(num_frames, elevation=list(orbit.elevations_deg), azimuths=list(orbit.azimuths_deg),
-                      elevation_range=cond.elevation_range_deg, names=names)
+    return check_orbit(config, num_frames, preset_orbit(preset, num_frames, float(base[0]), cond), names=names)
+
+
+def check_orbit(config: Any, num_frames: int, orbit: Orbit, names: Tuple[str, str] = NAMES) -> Orbit:
+    """An Orbit made elsewhere (make_orbit, a preset, by hand) checked against an export, as it is: the export
+    takes a camera (sv3d_p), the orbit has its frame count, and every elevation lies in its elevation_range_deg
+    (an Orbit is finite, with one elevation and one azimuth per frame, by construction). Raises OrbitError."""
+    cond = config.conditioner
+    if cond.camera_embed_dim <= 0:
+        _refuse_camera(config, ["an orbit"])
+    if orbit.num_frames != _frame_count(num_frames):
+        raise OrbitError(f"wrong number of frames in the orbit ({names[0]} / {names[1]})",
+                         expected=f"{num_frames} (the export's frame count)", got=orbit.num_frames)
+    _check_elevations(np.asarray(orbit.elevations_deg), cond.elevation_range_deg, names[0])
+    return orbit
+
+
+def _refuse_camera(config: Any, given) -> None:
+    """sv3d_u has no camera conditioning: any camera input is an error (nothing given: nothing to refuse)."""
+    if given:
+        raise OrbitError(f"this export is {config.variant}, which has no camera conditioning; camera options "
+                         f"cannot be used", expected="no elevation / azimuths / orbit preset",
+                         got=", ".join(given), hint="use an sv3d_p export for a camera orbit")
+
+
+def _check_elevations(elevations: np.ndarray, elevation_range: Tuple[float, float], name: str) -> None:
+    """Every elevation (degrees) within the inclusive range; OrbitError naming the frames outside it."""
+    lo, hi = (float(v) for v in elevation_range)
+    outside = [(i, float(e)) for i, e in enumerate(elevations) if not lo <= e <= hi]
+    if outside:
+        raise OrbitError(f"{name} out of range", expected=f"degrees in [{lo:g}, {hi:g}]",
+                         got=", ".join(f"frame {i}: {e:g}" for i, e in outside[:5])
+                         + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else ""))
 
 
 def orbit_to_radians(orbit: Orbit, polar_offset_deg: float) -> Tuple[np.ndarray, np.ndarray]:

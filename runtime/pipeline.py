@@ -1,6 +1,6 @@
 """SV3D image -> orbit video over exported graphs, with the numpy sampler in between.
 
-    pipe = SV3DPipeline.from_export("exports/sv3d_u_576", backend="auto", device="cpu")
+    pipe = SV3DPipeline.from_export("exports/sv3d_u_576", backend="auto", device="cpu")   # or (folder, RunOptions)
     result = pipe.generate("chair.png", seed=23)
     result.frames          # (T, 3, S, S) float32 in [0, 1]
     result.frames_uint8    # (T, S, S, 3) uint8
@@ -31,25 +31,27 @@ The reference's invisible watermark and NSFW filter (SVS:266-267) are not applie
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 from configs.schema import SV3DConfig
 
 from .conditioning import Conditioning, vector_conditioning
-from .denoiser import DenoiserCall, cfg_denoiser
+from .denoiser import CFGDenoiser, CFGUNet, LastOutput, VDenoiser
 from .errors import GraphError, SV3DError
 from .manifest import Manifest
-from .options import GenerationOptions, check_threads, resolve_options
+from .options import GenerationOptions, resolve_options
 from .orbits import Orbit, build_orbit
 from .preprocess import ImageInput, PreprocessedImage, prepare_image
+from .run_options import RunOptions
 from .sampling import initial_latent, sample_euler
 from .specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs, spec_differences
-from .timings import StepTiming, Timings
+from .timings import StepTiming, TimedRunner, Timings
 
 F32 = np.float32
 UINT8_MAX = 255
@@ -69,8 +71,7 @@ class Noise:
 
     @classmethod
     def from_seed(cls, seed: int, image_shape: Sequence[int], latent_shape: Sequence[int]) -> "Noise":
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise SV3DError("invalid seed", expected="an integer >= 0", got=repr(seed))
+        """The draws of ``seed`` (an integer >= 0, checked by runtime.options.resolve_options)."""
         rng = np.random.default_rng(int(seed))
         cond = rng.standard_normal(tuple(image_shape), dtype=F32)
         latent = rng.standard_normal(tuple(latent_shape), dtype=F32)
@@ -135,45 +136,45 @@ class SV3DPipeline:
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def from_export(cls, folder, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                    threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                    cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
-        """Load an export folder (``python -m export`` output) on a backend.
+    def from_export(cls, folder, options: Optional[RunOptions] = None, **fields) -> "SV3DPipeline":
+        """Load an export folder (``python -m export`` output) to run as ``options`` say.
 
-        backend: auto | mslite | mindspore | onnxruntime | openvino; device: cpu | cuda | ascend (+ device_id);
-        threads: intra-op threads, 0 (engine default) .. the CPUs this process may use; verify_checksums: sha256
-        of every graph file against the manifest (sizes are always checked; skipping the hash saves a read of the
-        weights); precision and
-        cache_dir: openvino's f32 | bf16 | auto and compiled-model cache (runtime.backends.RunOptions).
-        memory: resident (all four graphs loaded once, kept for every image), sequential (each graph loaded just
-        before its stage and released after it: the peak is the largest stage, not the sum, at the price of
-        loading the graphs again for every image -- seconds from OpenVINO's cache, longer on other engines), or
-        auto = sequential when the graph files exceed LIMITS.resident_ram_fraction of this machine's RAM.
+        options: a runtime.run_options.RunOptions, and/or its fields by keyword, which replace its own:
+        backend (auto | mslite | mindspore | onnxruntime | openvino), device (cpu | cuda | ascend) and device_id,
+        threads (intra-op threads, 0 = the engine's default, at most the CPUs this process may use),
+        precision and cache_dir (the compute precision and a compiled-model cache, where the backend has them:
+        one it cannot honour is refused), verify_checksums (sha256 of every graph file against the manifest;
+        sizes are always checked), memory: resident (all four graphs loaded once, kept for every image),
+        sequential (each graph loaded just before its stage and released after it: the peak is the largest
+        stage, not the sum, at the price of loading the graphs again for every image -- seconds from OpenVINO's
+        cache, longer on other engines), or auto = sequential when the graph files exceed
+        LIMITS.resident_ram_fraction of this machine's RAM.
         """
         t0 = time.perf_counter()
-        pipe = cls.from_manifest(Manifest.load(folder), backend, device, device_id=device_id, threads=threads,
-                                 verify_checksums=verify_checksums, precision=precision, cache_dir=cache_dir,
-                                 memory=memory)
+        pipe = cls.from_manifest(Manifest.load(folder), options, **fields)
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, backend: str = "auto", device: str = "cpu", *, device_id: int = 0,
-                      threads: int = 0, verify_checksums: bool = True, precision: str = "auto",
-                      cache_dir: Optional[str] = None, memory: str = "auto") -> "SV3DPipeline":
+    def from_manifest(cls, manifest: Manifest, options: Optional[RunOptions] = None, **fields) -> "SV3DPipeline":
         """As :meth:`from_export`, for an already loaded manifest."""
-        from .backends import RunOptions, backend_format, load_graphs, resolve_backend
+        from .backends import engine_for
 
         t0 = time.perf_counter()
-        threads = check_threads(threads)
-        name = resolve_backend(backend, manifest, device)
-        fmt = backend_format(name, manifest)
-        mode = resolve_memory_mode(memory, manifest, fmt)
-        options = RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir)
-        runners = load_graphs(manifest, backend=name, device=device, device_id=device_id, options=options,
-                              checksums=verify_checksums, on_demand=mode == "sequential")
-        pipe = cls(manifest.runtime, manifest.shapes, runners, backend=name, device=device, manifest=manifest,
-                   specs={n: manifest.entry(fmt, n).spec for n in GRAPH_NAMES})
+        pipe = cls.from_engine(engine_for(manifest, options, **fields))
+        pipe.load_seconds = time.perf_counter() - t0
+        return pipe
+
+    @classmethod
+    def from_engine(cls, engine) -> "SV3DPipeline":
+        """The graphs of ``engine.manifest`` on a backend already chosen, with its options checked
+        (runtime.backends.engine_for)."""
+        t0 = time.perf_counter()
+        manifest = engine.manifest
+        mode = resolve_memory_mode(engine.options.memory, manifest, engine.format)
+        runners = engine.load_all(on_demand=mode == "sequential")
+        pipe = cls(manifest.runtime, manifest.shapes, runners, backend=engine.name, device=engine.options.device,
+                   manifest=manifest, specs={n: engine.spec(n) for n in GRAPH_NAMES})
         pipe.memory = mode
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
@@ -305,11 +306,10 @@ class SV3DPipeline:
         latents = self._sample(cond, draws, opts, timings, callback)
 
         # 4. decode and post-process
-        self._load("vae_decoder", timings)
-        t0 = time.perf_counter()
-        decoded = self._decode(latents)                                                         # (T, 3, S, S)
-        timings.add("vae_decoder", time.perf_counter() - t0)
-        self._release("vae_decoder")
+        with self._graph("vae_decoder", timings) as decoder:
+            t0 = time.perf_counter()
+            decoded = decode_in_chunks(decoder, latents, self.shapes.decode_chunk)             # (T, 3, S, S)
+            timings.add("vae_decoder", time.perf_counter() - t0)
         t0 = time.perf_counter()
         frames, frames_uint8 = postprocess(decoded, image_m11)
         timings.add("postprocess", time.perf_counter() - t0)
@@ -333,84 +333,88 @@ class SV3DPipeline:
 
     def _sample(self, cond: Conditioning, draws: "Noise", opts: GenerationOptions, timings: "Timings",
                 callback: Optional[ProgressCallback]) -> np.ndarray:
-        """Euler over the EDM schedule with the guided denoiser; per-step timings from the denoiser's reports."""
+        """Euler over the EDM schedule with the guided denoiser (k-diffusion's layers, each f(x, sigma) -> D); a
+        step's graph seconds from a timing proxy around the UNet runner, its glue seconds the rest of the step."""
         t0 = time.perf_counter()
-        calls: List[DenoiserCall] = []                              # the denoiser's report of the current step
-        denoiser = cfg_denoiser(self.runners["unet"], self.shapes.unet_batch, cond, opts.scales, calls.append)
+        unet = TimedRunner(self.runners["unet"])
+        branches = LastOutput(VDenoiser(CFGUNet(unet, self.shapes.unet_batch, cond)))   # D of [uc ; c], (2T, ...)
+        denoiser = CFGDenoiser(branches, opts.scales)                                     # guided D, (T, C, h, w)
         x0 = initial_latent(draws.latent_noise, opts.sigmas[0])
         timings.add("conditioning", time.perf_counter() - t0)
+        step_started = 0.0
 
         def on_step(info: Dict[str, Any]) -> None:
-            call = calls.pop()
-            step_s = time.perf_counter() - call.started
-            glue_s = step_s - call.graph_s
-            timings.steps.append(StepTiming(int(info["i"]), float(info["sigma"]), call.graph_s, glue_s))
+            nonlocal step_started
+            step_s = time.perf_counter() - step_started
+            graph_s = unet.take()
+            glue_s = step_s - graph_s
+            timings.steps.append(StepTiming(int(info["i"]), float(info["sigma"]), graph_s, glue_s))
             if callback is not None:
                 callback({"step": int(info["i"]), "num_steps": opts.num_steps, "sigma": float(info["sigma"]),
-                          "graph_s": call.graph_s, "glue_s": glue_s, "step_s": step_s, "x": info["x"],
-                          "denoised_raw": call.denoised_raw, "denoised": call.denoised, "latent": info["x_next"]})
+                          "graph_s": graph_s, "glue_s": glue_s, "step_s": step_s, "x": info["x"],
+                          "denoised_raw": branches.last, "denoised": info["denoised"], "latent": info["x_next"]})
+            step_started = time.perf_counter()            # the next step starts when this callback returns
 
-        self._load("unet", timings)
-        t0 = time.perf_counter()
-        latents = sample_euler(denoiser, x0, opts.sigmas, callback=on_step)
-        sampling_s = time.perf_counter() - t0
+        with self._graph("unet", timings):
+            t0 = step_started = time.perf_counter()
+            latents = sample_euler(denoiser, x0, opts.sigmas, callback=on_step)
+            sampling_s = time.perf_counter() - t0
         unet_s = sum(s.graph_s for s in timings.steps)
         timings.add("unet", unet_s)
         timings.add("sampling_glue", sampling_s - unet_s)
-        self._release("unet")
         return latents
 
     # -- graphs and memory -----------------------------------------------------------------------------------
-    def _load(self, name: str, timings: "Timings") -> None:
-        """Sequential memory: load graph `name` now, timed as stage load_<name> (nothing to do when resident)."""
+    @contextlib.contextmanager
+    def _graph(self, name: str, timings: "Timings") -> Iterator[Any]:
+        """Graph `name` for the block. Sequential memory: loaded on entering (timed as the stage load_<name>) and
+        released when the block ends, on an error too; resident: the runner, loaded once for every image. A runner
+        without load/release (one a caller swapped in, e.g. export/int8.py's recorder) is used as it is."""
         runner = self.runners[name]
-        if hasattr(runner, "load") and not getattr(runner, "loaded", True):
+        sequential = self.memory == "sequential" and hasattr(runner, "load") and hasattr(runner, "release")
+        if sequential:
             t0 = time.perf_counter()
             runner.load()
             timings.add(f"load_{name}", time.perf_counter() - t0)
-
-    def _release(self, name: str) -> None:
-        if self.memory == "sequential" and hasattr(self.runners[name], "release"):
-            self.runners[name].release()
+        try:
+            yield runner
+        finally:
+            if sequential:
+                runner.release()
 
     def _stage(self, name: str, feeds: Mapping[str, np.ndarray], timings: "Timings") -> Dict[str, np.ndarray]:
-        """Run a once-per-image graph as its own timed stage (loaded and released around it when sequential)."""
-        self._load(name, timings)
-        t0 = time.perf_counter()
-        out = self.runners[name].run(feeds)
-        timings.add(name, time.perf_counter() - t0)
-        self._release(name)
+        """Run a once-per-image graph as its own timed stage."""
+        with self._graph(name, timings) as runner:
+            t0 = time.perf_counter()
+            out = runner.run(feeds)
+            timings.add(name, time.perf_counter() - t0)
         return out
 
-    def _decode(self, latents: np.ndarray) -> np.ndarray:
-        """Decoder over the frames in chunks of decode_chunk; the last chunk is zero-padded (the image decoder
-        works per frame, so padding frames do not affect the others) and the padding dropped."""
-        chunk = self.shapes.decode_chunk
-        runner = self.runners["vae_decoder"]
-        parts = []
-        for start in range(0, latents.shape[0], chunk):
-            part = latents[start:start + chunk]
-            n = part.shape[0]
-            if n < chunk:
-                part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], dtype=F32)], axis=0)
-            parts.append(runner.run({"latent": part})["image"][:n])
-        return np.concatenate(parts, axis=0)
+
+def decode_in_chunks(decoder: Any, latents: np.ndarray, chunk: int) -> np.ndarray:
+    """The decoder over latents (T, C, h, w) in chunks of the export's decode_chunk frames -> (T, 3, S, S); the last
+    chunk is zero-padded (the image decoder works per frame, so padding frames do not affect the others) and the
+    padding dropped."""
+    parts = []
+    for start in range(0, latents.shape[0], chunk):
+        part = latents[start:start + chunk]
+        n = part.shape[0]
+        if n < chunk:
+            part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], dtype=F32)], axis=0)
+        parts.append(decoder.run({"latent": part})["image"][:n])
+    return np.concatenate(parts, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # memory mode and post-processing
 
 
-MEMORY_MODES = ("auto", "resident", "sequential")
-
-
 def resolve_memory_mode(memory: str, manifest: Manifest, fmt: str) -> str:
-    """``auto`` -> sequential when the export's graph files (in the format the backend reads) exceed
-    LIMITS.resident_ram_fraction of the machine's RAM, else resident."""
+    """RunOptions.memory (runtime.run_options.MEMORY_MODES) for this export: ``auto`` -> sequential when the
+    export's graph files (in the format the backend reads) exceed LIMITS.resident_ram_fraction of the machine's
+    RAM, else resident."""
     from configs.limits import LIMITS
 
-    if memory not in MEMORY_MODES:
-        raise SV3DError("unknown memory mode", expected=f"one of {list(MEMORY_MODES)}", got=repr(memory))
     if memory != "auto":
         return memory
     total = sum(f.bytes for e in manifest.graphs.get(fmt, {}).values() for f in e.files)

@@ -18,8 +18,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from configs.limits import LIMITS
-
 from .errors import GraphError
 
 F32 = np.float32
@@ -89,9 +87,6 @@ def edm_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float) -
     """
     if int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"edm_sigmas: num_steps must be a positive integer, got {num_steps!r}")
-    if num_steps > LIMITS.max_steps:
-        raise ValueError(f"edm_sigmas: num_steps must be at most {LIMITS.max_steps} (configs/limits.py), "
-                         f"got {num_steps!r}")
     if not (0 < sigma_min < sigma_max) or not np.isfinite(sigma_max):
         raise ValueError(f"edm_sigmas: expected 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min!r}, "
                          f"sigma_max={sigma_max!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_format, check_engine_inputs,
+from runtime.backends import (BackendError, DeviceSpec, RunOptions, backend_available, backend_format, check_engine_io,
                               graph_input_name, load_graph, load_graphs, resolve_backend)
 from runtime.errors import GraphError, SV3DError
 from runtime.manifest import Manifest
@@ -179,7 +179,7 @@ def test_checksum_and_size_are_verified_at_load(toy_export_for, tmp_path, backen
     m.verify_files(fmt, checksums=False)                          # size-only check passes: the flip is invisible
     path.write_bytes(bytes(data[:-10]))                           # truncated: caught even without hashing
     with pytest.raises(GraphError, match="truncated or replaced"):
-        load_graphs(m, backend=backend, options=options_for(backend), checksums=False)
+        load_graphs(m, options_for(backend), backend=backend, verify_checksums=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_unknown_backend_and_device_are_refused(toy):
         resolve_backend("tensorrt", m)
     with pytest.raises(BackendError, match="unknown device"):
         DeviceSpec("tpu")
-    with pytest.raises(BackendError, match="invalid device id"):
+    with pytest.raises(BackendError, match="invalid device_id"):
         DeviceSpec("cuda", -1)
 
 
@@ -287,8 +287,33 @@ def test_mindspore_device_it_was_not_built_for_is_a_clear_error(toy_mindir_expor
 
 def test_threads_option_reaches_onnxruntime(toy):
     runner = load_graph(Manifest.load(toy[0]), "clip_encoder", backend="onnxruntime",
-                        options=RunOptions(intra_op_threads=1))
+                        options=RunOptions(threads=1))
     assert runner.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_threads_and_cache_reach_openvino(toy, tmp_path):
+    """What openvino declares it honours it applies: the thread count to the compiled model, the cache folder
+    gets its compiled blob (and a second load reads it)."""
+    if not backend_available("openvino")[0]:
+        pytest.skip("openvino is not installed")
+    m = Manifest.load(toy[0])
+    runner = load_graph(m, "clip_encoder", backend="openvino", threads=1, cache_dir=str(tmp_path / "ov"),
+                        precision="f32")
+    assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1 and not runner.cached
+    assert list((tmp_path / "ov").rglob("*.blob"))
+    assert load_graph(m, "clip_encoder", backend="openvino", threads=1, cache_dir=str(tmp_path / "ov"),
+                      precision="f32").cached
+
+
+def test_on_demand_precision_asks_the_backend_not_openvino(toy):
+    """A sequential pipeline reports each graph's precision before loading it, from its own backend's
+    graph_precision: on onnxruntime that imports no openvino (and the precision is the export's)."""
+    code = ("import sys; from runtime import SV3DPipeline;"
+            f"p = SV3DPipeline.from_export({str(toy[0])!r}, backend='onnxruntime', memory='sequential');"
+            "print(sorted(set(p.precisions.values())), 'openvino' in sys.modules, "
+            "any(r.loaded for r in p.runners.values()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['f32']", "False", "False"], out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("graph, options, reuse, arena", [
@@ -330,15 +355,57 @@ def test_mslite_binds_engine_tensors_by_name():
     def engine(names):
         return [(n, *declared.get(n.split(":")[-1], ((1,), "float32"))) for n in names]
 
-    assert bind_inputs(spec, engine(["g:y", "g:x", "g:context", "g:timesteps"]), "p") == [3, 0, 2, 1]
-    with pytest.raises(GraphError, match=r"model's inputs .* do not match the manifest's"):
-        bind_inputs(spec, engine(["input_0", "input_1", "input_2", "input_3"]), "p")
-    wrong = engine(["x", "timesteps", "context", "y"])
-    wrong[0] = ("x", wrong[0][1][::-1], "float32")                         # e.g. NHWC where NCHW was expected
-    with pytest.raises(GraphError, match=r"input 'x' is .* in the model but .* in the manifest"):
-        bind_inputs(spec, wrong, "p")
-    check_engine_inputs(spec, [("g:" + t.name, t.shape) for t in spec.inputs], backend="mslite", path="p",
-                        ordered=False)
+    assert bind_inputs(spec, engine(["g:y", "g:x", "g:context", "g:timesteps"])) == [3, 0, 2, 1]
+
+
+def _engine_io(spec):
+    """The EngineTensors an engine that matches `spec` exactly reports: (inputs, outputs)."""
+    return ([(t.name, t.shape, t.dtype) for t in spec.inputs], [(t.name, t.shape, t.dtype) for t in spec.outputs])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda i, o: i.__setitem__(0, ("input_0",) + i[0][1:]),
+     r"graph unet \(mslite\): the loaded graph's inputs \['input_0', .* do not match the manifest's \['x'"),
+    (lambda i, o: i.__setitem__(0, ("x", i[0][1][::-1], "float32")),          # NHWC where NCHW was expected
+     r"input 'x' has shape \(8, 8, 8, 42\) in the graph file but \(42, 8, 8, 8\) in the manifest"),
+    (lambda i, o: i.__setitem__(1, ("timesteps", i[1][1], "float16")),
+     r"input 'timesteps' is float16 in the graph file but float32 in the manifest"),
+    (lambda i, o: o.__setitem__(0, ("output_0",) + o[0][1:]),
+     r"outputs \['output_0'\] in the graph file, the manifest expects \['out'\]"),
+    (lambda i, o: o.__setitem__(0, ("out", (42, 4, 8, 8), "float32")),
+     r"output 'out' has shape \(42, 4, 8, 8\) in the graph file but \(42, 8, 8, 8\)"),
+    (lambda i, o: o.__setitem__(0, ("out", o[0][1], "float16")),
+     r"output 'out' is float16 in the graph file but float32 in the manifest")])
+def test_one_io_check_names_what_differs(change, message):
+    """check_engine_io, the one load-time check every backend runs: names (prefixes stripped), shapes (dynamic
+    axes match anything) and dtypes of inputs and outputs, each difference named with both sides."""
+    from runtime.specs import ExportShapes, graph_specs
+    from configs import load_config
+
+    spec = graph_specs(load_config("sv3d_u_tiny"), ExportShapes(64, 21, 42, 14))["unet"]
+    ins, outs = _engine_io(spec)
+    check_engine_io(spec, [("g:" + n, d, t) for n, d, t in ins], outs, backend="mslite", path="p")
+    check_engine_io(spec, [(n, ("batch",) + d[1:], t) for n, d, t in ins], outs, backend="mslite", path="p")
+    check_engine_io(spec, ins, None, backend="mslite", path="p")          # outputs not reported: not checked
+    change(ins, outs)
+    with pytest.raises(GraphError, match=message):
+        check_engine_io(spec, ins, outs, backend="mslite", path="p")
+
+
+def test_positional_engines_check_order_and_output_count():
+    """MindSpore binds inputs by position and names its outputs after ops: order and output count checked."""
+    from runtime.specs import ExportShapes, graph_specs
+    from configs import load_config
+
+    spec = graph_specs(load_config("sv3d_u_tiny"), ExportShapes(64, 21, 42, 14))["unet"]
+    ins, outs = _engine_io(spec)
+    unnamed = [("Tanh-op12", d, t) for _, d, t in outs]
+    check_engine_io(spec, ins, unnamed, backend="mindspore", path="p", ordered=True, output_names=False)
+    check_engine_io(spec, ins, [("o", (), None)], backend="mindspore", path="p", ordered=True, output_names=False)
+    with pytest.raises(GraphError, match="order matters"):
+        check_engine_io(spec, ins[::-1], unnamed, backend="mindspore", path="p", ordered=True, output_names=False)
+    with pytest.raises(GraphError, match=r"2 outputs in the graph file, the manifest expects 1 \['out'\]"):
+        check_engine_io(spec, ins, unnamed * 2, backend="mindspore", path="p", ordered=True, output_names=False)
 
 
 def test_mslite_context_sets_target_and_device_id():
@@ -350,8 +417,8 @@ def test_mslite_context_sets_target_and_device_id():
                                     gpu=types.SimpleNamespace(device_id=0), ascend=types.SimpleNamespace(device_id=0))
         return types.SimpleNamespace(Context=lambda: ctx)
 
-    ctx = make_context(fake_module(), DeviceSpec("ascend", 3), RunOptions(intra_op_threads=2))
-    assert ctx.target == ["ascend"] and ctx.ascend.device_id == 3 and ctx.cpu.thread_num == 2
+    ctx = make_context(fake_module(), DeviceSpec("ascend", 3), RunOptions(threads=1))
+    assert ctx.target == ["ascend"] and ctx.ascend.device_id == 3 and ctx.cpu.thread_num == 1
     ctx = make_context(fake_module(), DeviceSpec("cuda", 1), RunOptions())
     assert ctx.target == ["gpu"] and ctx.gpu.device_id == 1 and ctx.cpu.thread_num == 0
     assert make_context(fake_module(), DeviceSpec("cpu"), RunOptions()).target == ["cpu"]
@@ -418,5 +485,5 @@ def test_memory_auto_follows_the_export_size(toy, monkeypatch):
     monkeypatch.setattr(limits, "LIMITS", limits.Limits(resident_ram_fraction=1e-12))
     assert resolve_memory_mode("auto", m, "onnx") == "sequential"
     assert resolve_memory_mode("resident", m, "onnx") == "resident"
-    with pytest.raises(SV3DError, match="unknown memory mode"):
-        resolve_memory_mode("swap", m, "onnx")
+    with pytest.raises(SV3DError, match=r"unknown memory: expected one of \['auto', 'resident', 'sequential'\]"):
+        RunOptions(memory="swap")

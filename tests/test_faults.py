@@ -470,6 +470,32 @@ def test_runtime_bounds(toy, tmp_path, flags, needle):
     assert_nothing_partial(tmp_path, out)
 
 
+@pytest.mark.parametrize("backend, flags, needle", [
+    ("onnxruntime", ["--precision", "bf16"], "the onnxruntime backend cannot honour --precision bf16"),
+    ("onnxruntime", ["--cache-dir", "cache"], "the onnxruntime backend cannot honour --cache-dir cache"),
+    ("mindspore", ["--precision", "bf16"], "the mindspore backend cannot honour --precision bf16"),
+    ("mindspore", ["--cache-dir", "cache"], "the mindspore backend cannot honour --cache-dir cache"),
+    ("mindspore", ["--threads", "1"], "the mindspore backend cannot honour --threads 1"),
+    ("mindspore", ["--threads", "1", "--cache-dir", "cache"], "cannot honour --threads 1, --cache-dir cache"),
+])
+def test_runtime_refuses_what_its_backend_cannot_honour(toy, tmp_path, backend, flags, needle):
+    """An engine option the backend cannot apply is an error naming the option and the backend (exit 1, before
+    any graph loads), never silently ignored; the error says what the backend honours and which backend would."""
+    from runtime.backends import backend_available
+
+    ok, why = backend_available(backend)
+    if not ok:
+        pytest.skip(f"{backend}: {why}")
+    out = tmp_path / "out"
+    r = run_cli("runtime", ["--graphs", toy, image(), "-o", out, "--backend", backend, *flags], tmp_path)
+    assert r.returncode == 1, r.stderr
+    one_error(r.stderr, needle, f"expected what {backend} honours: precision auto | f32")
+    assert "(use --backend openvino" in r.stderr or " or --backend openvino" in r.stderr   # it honours them all
+    assert "loading" in r.stderr and "graphs loaded" not in r.stderr
+    assert not (_cwd(tmp_path) / "cache").exists()
+    assert_nothing_partial(tmp_path, out)
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--resolution", "100000"], f"expected at most {LIMITS.max_resolution}"),
     (["--attention-chunk", str(LIMITS.max_attention_chunk + 1)], "--attention-chunk is too large"),
@@ -483,15 +509,21 @@ def test_export_bounds(oracle, tmp_path, flags, needle):
 
 
 def test_api_bounds():
+    """The bounds are checked once, at the edge (runtime.options.resolve_options); the math (sampling, guidance)
+    checks only its own domain."""
+    from configs.limits import LIMITS
+    from configs import load_config
     from runtime.guidance import guidance_scales
-    from runtime.sampling import edm_sigmas
+    from runtime.errors import SV3DError
+    from runtime.options import resolve_options
 
-    with pytest.raises(ValueError, match="at most"):
-        edm_sigmas(10 ** 10, 0.002, 700.0, 7.0)
+    cfg = load_config("sv3d_u_tiny").runtime_config()
+    with pytest.raises(SV3DError, match=r"invalid number of steps: expected an integer in \[1, "):
+        resolve_options(cfg, 21, num_steps=LIMITS.max_steps + 1)
+    with pytest.raises(SV3DError, match="min_scale <= max_scale"):
+        resolve_options(cfg, 21, min_scale=3.0, max_scale=1.0)
     with pytest.raises(ValueError, match="min_scale <= max_scale"):
         guidance_scales("triangle", 21, 3.0, 1.0)
-    with pytest.raises(ValueError, match="0 <= min_scale"):
-        guidance_scales("triangle", 21, -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------- 5. manifest confinement
@@ -839,6 +871,41 @@ def test_api_threads_are_bounded_as_the_cli(toy, threads):
 
     with pytest.raises(SV3DError, match=rf"invalid threads: expected an integer in \[0, {usable_cpus()}\]"):
         SV3DPipeline.from_export(toy, backend="onnxruntime", threads=threads)
+
+
+@pytest.mark.parametrize("backend, kwargs, needle", [
+    ("onnxruntime", dict(precision="bf16"), "the onnxruntime backend cannot honour precision='bf16'"),
+    ("onnxruntime", dict(cache_dir="c"), "the onnxruntime backend cannot honour cache_dir='c'"),
+    ("mindspore", dict(threads=1), "the mindspore backend cannot honour threads=1"),
+    ("mindspore", dict(memory_reuse=False), "the mindspore backend cannot honour memory_reuse=False"),
+    ("openvino", dict(cpu_mem_arena=True), "the openvino backend cannot honour cpu_mem_arena=True"),
+])
+def test_api_refuses_what_its_backend_cannot_honour(toy, backend, kwargs, needle):
+    from runtime import BackendError, SV3DPipeline
+    from runtime.backends import backend_available
+
+    if not backend_available(backend)[0]:
+        pytest.skip(f"{backend} is not installed")
+    with pytest.raises(BackendError, match=re.escape(needle)):
+        SV3DPipeline.from_export(toy, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(precision="bf16"), "cannot honour precision='bf16'"),
+    (dict(cache_dir="/tmp/x"), "cannot honour cache_dir='/tmp/x'"),
+    (dict(memory_reuse=False), "cannot honour memory_reuse=False"),
+    (dict(cpu_mem_arena=False), "cannot honour cpu_mem_arena=False"),
+])
+def test_mslite_refuses_what_lite_cannot_honour(kwargs, needle):
+    """The Lite engine runs the graphs at their exported precision with a thread count: nothing else (checked
+    without the engine, which the toy export's formats cannot reach)."""
+    from runtime import BackendError, RunOptions
+    from runtime.backends import refuse_unhonoured
+
+    refuse_unhonoured("mslite", RunOptions(threads=1, precision="f32"))
+    with pytest.raises(BackendError, match=re.escape(needle) + ".*expected what mslite honours: precision "
+                                           r"auto \| f32, threads"):
+        refuse_unhonoured("mslite", RunOptions(**kwargs))
 
 
 @pytest.mark.parametrize("folder, needle", [(123, "invalid export folder: expected a folder path"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from runtime import Manifest, SV3DPipeline
-from runtime.backends import BackendError, RunOptions, graph_entry
+from runtime.backends import BackendError, RunOptions, graph_entry, refuse_unhonoured
 from tests.test_pipeline import AUTOCAST_BOUNDS, CASES, reduced_precision_errors
 
 # Measured here (sv3d_*_tiny at 64 px, w8a8, calibrated on 1 image x 4 steps; benchmarks/README.md section 8), with
@@ -18,10 +18,11 @@ from tests.test_pipeline import AUTOCAST_BOUNDS, CASES, reduced_precision_errors
 INT8_BOUNDS = {"latents_4": 0.75, "frames_4": 0.40}      # uint8 frames: reported, not bounded (up to 255 off)
 
 
-def test_int8_needs_openvino(toy_export):
-    folder, _ = toy_export
-    with pytest.raises(BackendError, match="int8 runs on the openvino backend only, not onnxruntime"):
-        graph_entry(Manifest.load(folder), "onnxruntime", "unet", RunOptions(precision="int8"))
+def test_int8_needs_openvino():
+    for backend in ("onnxruntime", "mindspore", "mslite"):
+        with pytest.raises(BackendError, match=f"the {backend} backend cannot honour precision='int8'"):
+            refuse_unhonoured(backend, RunOptions(precision="int8"))
+    refuse_unhonoured("openvino", RunOptions(precision="int8"))
 
 
 def test_int8_needs_the_int8_graph(toy_export):

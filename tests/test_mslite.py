@@ -106,18 +106,6 @@ def test_native_engine_needs_the_mslite_format_and_the_cpu():
         build_model("unet.ms", DeviceSpec("cuda"), RunOptions(), "mslite")
 
 
-def test_options_lite_cannot_honour_are_errors():
-    from runtime.backends.base import RunOptions
-    from runtime.backends.mslite_backend import refuse_unhonoured
-
-    refuse_unhonoured(RunOptions(intra_op_threads=2, precision="f32"))
-    for opts, named in ((RunOptions(precision="bf16"), "precision='bf16'"),
-                        (RunOptions(cache_dir="/tmp/x"), "cache_dir='/tmp/x'"),
-                        (RunOptions(memory_reuse=False), "memory_reuse=False")):
-        with pytest.raises(BackendError, match=f"mslite backend cannot honour {named}"):
-            refuse_unhonoured(opts)
-
-
 # ------------------------------------------------------------------------------- the engine on a small ONNX graph
 
 SMALL_GRAPH = r'''

@@ -108,3 +108,21 @@ def test_orbit_dataclass_validates():
     assert isinstance(orbit.elevations_deg, tuple) and orbit.elevations_deg == (0.0, 1.0)
     with pytest.raises(AttributeError):
         orbit.azimuths_deg = (0.0, 0.0)                          # frozen
+
+
+def test_an_orbit_given_whole_is_checked_as_it_is():
+    """resolve_options keeps an Orbit it is given (checked against the export: camera, frame count, elevation
+    range), instead of taking it apart into values and building it again."""
+    from runtime.options import resolve_options
+    from runtime.orbits import check_orbit, default_azimuths
+
+    cfg = load_config("sv3d_p_tiny")
+    orbit = Orbit(tuple(float(e) for e in np.linspace(-5, 30, 21)), tuple(float(a) for a in default_azimuths(21)))
+    assert resolve_options(cfg, 21, orbit=orbit).orbit is orbit
+    assert default_azimuths(21)[-1] == 0.0 and np.allclose(np.diff(default_azimuths(21)[:-1]), 360 / 21)
+    with pytest.raises(OrbitError, match=r"wrong number of frames in the orbit .*expected 21 .*got 5"):
+        check_orbit(cfg, 21, Orbit((10.0,) * 5, (0.0,) * 5))
+    with pytest.raises(OrbitError, match=r"elevation out of range: expected degrees in \[-90, 90\], got frame 3: 95"):
+        check_orbit(cfg, 21, Orbit((10.0,) * 3 + (95.0,) + (10.0,) * 17, (0.0,) * 21))
+    with pytest.raises(OrbitError, match="sv3d_u, which has no camera conditioning"):
+        check_orbit(load_config("sv3d_u_tiny"), 21, orbit)

@@ -15,7 +15,7 @@ from configs import load_config
 from runtime import SV3DPipeline
 from runtime.errors import GraphError, InputImageError, OrbitError, SV3DError
 from runtime.orbits import Orbit
-from runtime.pipeline import Noise, postprocess
+from runtime.pipeline import Noise, decode_in_chunks, postprocess
 from runtime.sampling import edm_vscaling
 from runtime.specs import ExportShapes, graph_specs
 from tests.helpers import rel_l2
@@ -210,10 +210,7 @@ def test_decoder_chunks_and_postprocess_match_reference(case_data, decode_chunk)
                 assert not np.any(frame), "a padding frame must be zeros"
         return out
 
-    pipe = SV3DPipeline(cfg, _shapes(decode_chunk=decode_chunk),
-                        {n: FakeRunner(s, decoder if n == "vae_decoder" else None)
-                         for n, s in graph_specs(cfg, _shapes(decode_chunk=decode_chunk)).items()})
-    decoded = pipe._decode(latents)
+    decoded = decode_in_chunks(FakeRunner(spec, decoder), latents, decode_chunk)
     assert seen == list(range(T))
     frames, frames_uint8 = postprocess(decoded, inputs["image_m11"])
     np.testing.assert_array_equal(frames, ref["frames_50"])
@@ -270,6 +267,81 @@ def test_result_layout_callback_and_timings():
                   "vae_decoder", "postprocess", "total"):
         assert stage in r.timings.stages
     assert "5 steps" in r.timings.summary()
+
+
+def test_step_graph_time_comes_from_a_proxy_around_the_unet():
+    """The denoiser is f(x, sigma) -> D (no timing in what it returns); a step's graph seconds are what the
+    TimedRunner around the UNet runner measured: here two 10 ms calls per step (unet_batch T)."""
+    import time as _time
+
+    from runtime.denoiser import CFGDenoiser, CFGUNet, VDenoiser
+
+    pipe = toy_pipeline(unet_batch=T)
+    unet = pipe.runners["unet"]
+    fn = unet.fn
+
+    def slow(**feeds):
+        _time.sleep(0.01)
+        return fn(**feeds)
+
+    unet.fn = slow
+    seen = []
+    r = pipe.generate(np.zeros((1, 3, S, S), np.float32), num_steps=3, callback=seen.append)
+    for s, t in zip(seen, r.timings.steps):
+        assert s["graph_s"] == t.graph_s >= 0.02 and s["step_s"] >= s["graph_s"]
+        assert s["denoised_raw"].shape == (2 * T, 4, 8, 8) and s["denoised"].shape == (T, 4, 8, 8)
+    assert r.timings.stages["unet"] == pytest.approx(sum(t.graph_s for t in r.timings.steps))
+
+    cond = pipe.conditioning(np.zeros((1, 3, S, S), np.float32), seed=1)
+    denoiser = CFGDenoiser(VDenoiser(CFGUNet(unet, T, cond)), np.ones(T, np.float32))
+    out = denoiser(np.zeros((T, 4, 8, 8), np.float32), np.float32(1.0))
+    assert isinstance(out, np.ndarray) and out.shape == (T, 4, 8, 8)
+
+
+class OnDemand(FakeRunner):
+    """A FakeRunner that is loaded and released like runtime.backends.OnDemandRunner."""
+
+    def __init__(self, spec, fn):
+        super().__init__(spec, fn)
+        self.loaded = False
+        self.loads = 0
+
+    def load(self):
+        self.loaded, self.loads = True, self.loads + 1
+
+    def release(self):
+        self.loaded = False
+
+    def run(self, feeds):
+        assert self.loaded, f"{self.spec.name} runs without being loaded"
+        return super().run(feeds)
+
+
+def test_sequential_graphs_are_released_after_their_stage_and_on_errors():
+    cfg = load_config("sv3d_u_tiny")
+    shapes = _shapes()
+    specs = graph_specs(cfg, shapes)
+    fns = toy_numpy(cfg, toy_weights(cfg))
+    runners = {n: OnDemand(specs[n], fns[n]) for n in specs}
+    pipe = SV3DPipeline(cfg, shapes, runners)
+    pipe.memory = "sequential"
+    image = np.zeros((1, 3, S, S), np.float32)
+    r = pipe.generate(image, num_steps=2)
+    assert not any(x.loaded for x in runners.values()) and all(x.loads == 1 for x in runners.values())
+    assert {f"load_{n}" for n in specs} <= set(r.timings.stages)
+
+    def broken(**feeds):
+        raise RuntimeError("out of memory")
+
+    runners["unet"].fn = broken
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipe.generate(image, num_steps=2)
+    assert runners["unet"].loads == 2 and not runners["unet"].loaded          # released on the error too
+    assert not any(x.loaded for x in runners.values())
+
+    runners["unet"] = FakeRunner(specs["unet"], fns["unet"])       # a plain runner swapped in: used as it is
+    pipe.runners["unet"] = runners["unet"]
+    assert pipe.generate(image, num_steps=1).latents.shape == (T, 4, 8, 8)
 
 
 def test_invalid_options_are_clear_errors():
@@ -359,6 +431,11 @@ def oracle_exports(oracle_export):
     return {case: oracle_export(cfg) for case, cfg in CASES.items()}
 
 
+def _cache(backend: str, tmp_path) -> dict:
+    """A fresh compiled-model cache where the backend has one (openvino; the others refuse the option)."""
+    return {"cache_dir": str(tmp_path / "cache")} if backend == "openvino" else {}
+
+
 def _needs(backend: str) -> None:
     from runtime.backends import backend_available
 
@@ -374,7 +451,7 @@ def test_end_to_end_parity_with_reference(oracle_exports, case_data, case, backe
     _needs(backend)
     _, inputs, ref = case_data(case)
     pipe = SV3DPipeline.from_export(oracle_exports[case], backend=backend, precision="f32",
-                                    cache_dir=str(tmp_path / "cache"))
+                                    **_cache(backend, tmp_path))
     assert pipe.backend == backend
     assert set(pipe.precisions.values()) == {"f32"}
     errors = {}
@@ -460,7 +537,7 @@ def test_fp16_graphs_within_the_official_autocast_error(oracle_fp16_exports, cas
             pytest.skip("this CPU has no native bf16 (AMX / AVX512_BF16) for OpenVINO")
     _, inputs, ref = case_data(case)
     pipe = SV3DPipeline.from_export(oracle_fp16_exports[case], backend=backend, precision=precision,
-                                    cache_dir=str(tmp_path / "cache"))
+                                    **_cache(backend, tmp_path))
     errors = reduced_precision_errors(pipe, inputs, ref)
     print(f"\nfp16 graphs {case} {backend} {precision}: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
     assert errors["latents_4"] > 1e-4            # the graphs really ran in reduced precision

@@ -1,11 +1,15 @@
 """Engines that run exported graphs, behind one small interface.
 
-    runner = load_graph(manifest, "unet", backend="onnxruntime", device="cpu")
+    runner = load_graph(manifest, "unet", backend="onnxruntime", device="cpu")    # or (manifest, "unet", options)
     runner.spec            # GraphSpec from the manifest: the contract
     runner.input_specs     # its inputs (names, shapes, dtypes)
     outputs = runner.run({"x": ..., "timesteps": ..., "context": ..., "y": ...})   # {name: float32 array}
 
     runner = load_file("staging/onnx/unet.onnx", spec, backend="onnxruntime")     # one file, no manifest yet
+
+How the graphs run is one runtime.run_options.RunOptions (backend, device, threads, precision, ...); the loaders
+take one, or its fields by keyword. The backend chosen for an export (:func:`engine_for`) refuses the options it
+cannot honour (each backend module's HONOURS, runtime/backends/base.py), naming the option and the backend.
 
 Every backend binds inputs **by name**: feeds are checked against the spec (names and shapes), cast to the spec's
 dtype, and outputs come back as float32 numpy arrays keyed by the spec's output names. Each backend module imports
@@ -31,18 +35,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from types import ModuleType
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
 from ..manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, Manifest
+from ..run_options import BACKEND_CHOICES, BACKENDS, DEVICES, PRECISIONS, RunOptions, run_options
 from ..specs import GRAPH_NAMES, GraphSpec, TensorSpec
-from .base import (DEVICES, PRECISIONS, BackendError, BaseRunner, DeviceSpec, EngineTensor, RunOptions,
-                   check_engine_inputs, graph_input_name)
-
-BACKENDS = ("mslite", "mindspore", "onnxruntime", "openvino")
-BACKEND_CHOICES = ("auto",) + BACKENDS
+from .base import (BackendError, BaseRunner, DeviceSpec, EngineTensor, Honours, check_engine_io,
+                   graph_input_name)
 
 # backend -> (graph formats it reads, in preference order; module implementing it; python package of the engine)
 _REGISTRY: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
@@ -157,61 +161,121 @@ def resolve_backend(name: str, manifest: Manifest, device: str = "cpu") -> str:
 def graph_entry(manifest: Manifest, backend: str, graph_name: str,
                 options: Optional[RunOptions] = None) -> GraphEntry:
     """The manifest entry a concrete backend loads for a graph: the one of the format it reads, except that
-    ``--precision int8`` on openvino loads the export's int8 graphs (INT8_FORMAT) where it has them."""
-    precision = (options or RunOptions()).precision
-    if precision == "int8":
-        if backend != "openvino":
-            raise BackendError(f"precision int8 runs on the openvino backend only, not {backend}",
-                               hint="use --backend openvino, or another --precision")
-        if graph_name in INT8_GRAPHS:
-            if graph_name not in manifest.graphs.get(INT8_FORMAT, {}):
-                raise BackendError(f"the export at {manifest.root} has no int8 {graph_name}", expected=INT8_FORMAT,
-                                   got=list(manifest.formats()),
-                                   hint=f"add it with python -m export.int8 --graphs {manifest.root}")
-            return manifest.entry(INT8_FORMAT, graph_name)
+    ``precision int8`` (which only openvino honours: refuse_unhonoured) loads the export's int8 graphs
+    (INT8_FORMAT) where it has them."""
+    if (options or RunOptions()).precision == "int8" and graph_name in INT8_GRAPHS:
+        if graph_name not in manifest.graphs.get(INT8_FORMAT, {}):
+            raise BackendError(f"the export at {manifest.root} has no int8 {graph_name}", expected=INT8_FORMAT,
+                               got=list(manifest.formats()),
+                               hint=f"add it with python -m export.int8 --graphs {manifest.root}")
+        return manifest.entry(INT8_FORMAT, graph_name)
     return manifest.entry(backend_format(backend, manifest), graph_name)
 
 
-def _backend_module(name: str):
+def _backend_module(name: str) -> ModuleType:
     backend_format(name)
     return importlib.import_module(f"{__name__}.{_REGISTRY[name][1]}")
 
 
-def load_graph(manifest: Manifest, graph_name: str, *, backend: str = "auto", device: str = "cpu",
-               device_id: int = 0, options: Optional[RunOptions] = None, verify: bool = True,
-               checksums: bool = True) -> BaseRunner:
-    """Load one graph of an export on a backend.
+def honours(name: str) -> Honours:
+    """What backend `name` declares it honours (its module's HONOURS; importing it needs numpy only)."""
+    return _backend_module(name).HONOURS
 
-    verify: check the graph's files against the manifest first (size always, sha256 when ``checksums``).
-    """
-    name = resolve_backend(backend, manifest, device)
-    dev = DeviceSpec(device, device_id)
-    entry = graph_entry(manifest, name, graph_name, options)
+
+def refuse_unhonoured(name: str, options: RunOptions) -> None:
+    """BackendError naming every option of `options` that backend `name` cannot honour, and the backends that
+    could."""
+    asked = honours(name).unhonoured(options)
+    if asked:
+        others = [b for b in BACKENDS if b != name and not honours(b).unhonoured(options)]
+        raise BackendError(f"the {name} backend cannot honour {', '.join(asked)}",
+                           expected=f"what {name} honours: {honours(name).describe()}", got=", ".join(asked),
+                           hint="use " + " or ".join(options.names.spell("backend", b) for b in others)
+                           + ", or leave the option at its default" if others else "leave it at its default")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A concrete backend chosen for an export, with run options it honours: what the loaders load with."""
+    name: str
+    module: ModuleType
+    manifest: Manifest
+    options: RunOptions
+
+    @property
+    def format(self) -> str:
+        return backend_format(self.name, self.manifest)
+
+    def entry(self, graph_name: str) -> GraphEntry:
+        return graph_entry(self.manifest, self.name, graph_name, self.options)
+
+    def spec(self, graph_name: str) -> GraphSpec:
+        return self.entry(graph_name).spec
+
+    def precision(self, graph_name: str) -> Optional[str]:
+        """The precision the engine runs `graph_name` at (None: as exported), without loading it."""
+        return self.module.graph_precision(graph_name, self.options)
+
+    def verify(self, names: Iterable[str]) -> None:
+        """The graph files against the manifest: sizes always, sha256 when options.verify_checksums."""
+        for g in names:
+            self.manifest.verify_files(self.entry(g).format, names=(g,), checksums=self.options.verify_checksums)
+
+    def load(self, graph_name: str) -> BaseRunner:
+        entry = self.entry(graph_name)
+        return self.module.load(str(self.manifest.root / entry.model_file), entry, self.options.device_spec,
+                                self.options)
+
+    def load_all(self, names: Iterable[str] = GRAPH_NAMES, *, verify: bool = True,
+                 on_demand: bool = False) -> Dict[str, Any]:
+        """{graph name: runner}, the files verified first; on_demand: OnDemandRunners (loaded at their first run)."""
+        names = tuple(names)
+        if verify:
+            self.verify(names)
+        if on_demand:
+            return {g: OnDemandRunner(self, g) for g in names}
+        return {g: self.load(g) for g in names}
+
+
+def engine_for(manifest: Manifest, options: Optional[RunOptions] = None, **fields) -> Engine:
+    """The backend of ``options`` (auto resolved against the export, the installed engines and the device) with
+    the options checked against what it honours (refuse_unhonoured)."""
+    options = run_options(options, fields)
+    name = resolve_backend(options.backend, manifest, options.device)
+    refuse_unhonoured(name, options)
+    return Engine(name, _backend_module(name), manifest, options)
+
+
+def load_graph(manifest: Manifest, graph_name: str, options: Optional[RunOptions] = None, *, verify: bool = True,
+               **fields) -> BaseRunner:
+    """Load one graph of an export. options: a RunOptions, and/or its fields by keyword (backend=, device=, ...).
+    verify: check the graph's files against the manifest first (size always, sha256 when verify_checksums)."""
+    engine = engine_for(manifest, options, **fields)
     if verify:
-        manifest.verify_files(entry.format, names=(graph_name,), checksums=checksums)
-    module = _backend_module(name)
-    return module.load(str(manifest.root / entry.model_file), entry, dev, options or RunOptions())
+        engine.verify((graph_name,))
+    return engine.load(graph_name)
 
 
-def load_file(path, spec: GraphSpec, *, backend: str, device: str = "cpu", device_id: int = 0,
-              options: Optional[RunOptions] = None, form: str = "plain") -> BaseRunner:
+def load_file(path, spec: GraphSpec, options: Optional[RunOptions] = None, *, form: str = "plain",
+              **fields) -> BaseRunner:
     """Load one graph file that no manifest lists yet (the exporter's checks of the files it just wrote), with
-    the same loader, session settings and checks as ``load_graph``. ``backend`` is a concrete backend; ``form``
-    the ONNX form (manifest.GraphEntry.form)."""
-    dev = DeviceSpec(device, device_id)
-    entry = GraphEntry(spec, backend_format(backend), Path(path).name, (), form)
-    return _backend_module(backend).load(str(path), entry, dev, options or RunOptions())
+    the same loader, session settings and checks as ``load_graph``. The backend is a concrete one; ``form`` the
+    ONNX form (manifest.GraphEntry.form)."""
+    options = run_options(options, fields)
+    if options.backend == "auto":
+        raise BackendError("load_file needs a concrete backend", expected=f"one of {list(BACKENDS)}", got="auto")
+    refuse_unhonoured(options.backend, options)
+    entry = GraphEntry(spec, backend_format(options.backend), Path(path).name, (), form)
+    return _backend_module(options.backend).load(str(path), entry, options.device_spec, options)
 
 
 class OnDemandRunner:
-    """A graph that is loaded at its first ``run`` and dropped again by ``release`` (memory "sequential": only the
-    stage that runs holds its weights)."""
+    """A graph that is loaded at its first ``run`` (or ``load``) and dropped again by ``release`` (memory
+    "sequential": only the stage that runs holds its weights)."""
 
-    def __init__(self, manifest: Manifest, graph_name: str, *, backend: str, device: str, device_id: int,
-                 options: RunOptions) -> None:
-        self.spec = graph_entry(manifest, backend, graph_name, options).spec
-        self._args = (manifest, graph_name)
-        self._kw = dict(backend=backend, device=device, device_id=device_id, options=options, verify=False)
+    def __init__(self, engine: Engine, graph_name: str) -> None:
+        self.spec = engine.spec(graph_name)
+        self._engine = engine
         self._runner: Optional[BaseRunner] = None
         self.loads = 0
 
@@ -225,17 +289,11 @@ class OnDemandRunner:
 
     @property
     def precision(self) -> Optional[str]:
-        if self._runner is not None:
-            return getattr(self._runner, "precision", None)
-        opts = self._kw["options"]
-        if self._kw["backend"] == "openvino":
-            from .openvino_backend import graph_precision
-            return graph_precision(self.spec.name, opts.precision)
-        return None
+        return self._engine.precision(self.spec.name)
 
     def load(self) -> BaseRunner:
         if self._runner is None:
-            self._runner = load_graph(*self._args, **self._kw)
+            self._runner = self._engine.load(self.spec.name)
             self.loads += 1
         return self._runner
 
@@ -251,26 +309,17 @@ class OnDemandRunner:
             gc.collect()
 
 
-def load_graphs(manifest: Manifest, *, backend: str = "auto", device: str = "cpu", device_id: int = 0,
-                options: Optional[RunOptions] = None, names: Iterable[str] = GRAPH_NAMES, verify: bool = True,
-                checksums: bool = True, on_demand: bool = False) -> Dict[str, BaseRunner]:
+def load_graphs(manifest: Manifest, options: Optional[RunOptions] = None, *, names: Iterable[str] = GRAPH_NAMES,
+                verify: bool = True, on_demand: bool = False, **fields) -> Dict[str, Any]:
     """Load several graphs of an export (all four by default) on one backend: {graph name: runner}.
 
     on_demand: return OnDemandRunners instead, which load at their first run and can be released (the files are
     still verified here, once)."""
-    name = resolve_backend(backend, manifest, device)
-    names = tuple(names)
-    if verify:
-        for g in names:
-            manifest.verify_files(graph_entry(manifest, name, g, options).format, names=(g,), checksums=checksums)
-    if on_demand:
-        return {g: OnDemandRunner(manifest, g, backend=name, device=device, device_id=device_id,
-                                  options=options or RunOptions()) for g in names}
-    return {g: load_graph(manifest, g, backend=name, device=device, device_id=device_id, options=options,
-                          verify=False) for g in names}
+    return engine_for(manifest, options, **fields).load_all(names, verify=verify, on_demand=on_demand)
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "RunOptions",
-           "BaseRunner", "EngineTensor", "OnDemandRunner", "PRECISIONS", "graph_input_name",
-           "check_engine_inputs", "backend_format", "backend_formats", "graph_entry", "backend_available", "resolve_backend", "load_graph",
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "DEVICES", "AUTO_ORDER", "BackendError", "DeviceSpec", "Engine",
+           "RunOptions", "BaseRunner", "EngineTensor", "Honours", "OnDemandRunner", "PRECISIONS",
+           "graph_input_name", "check_engine_io", "backend_format", "backend_formats", "backend_available",
+           "graph_entry", "engine_for", "honours", "refuse_unhonoured", "resolve_backend", "load_graph",
            "load_graphs", "load_file", "is_importable"]

@@ -1,59 +1,59 @@
-"""What every backend shares: the device and option types, the runner base class and the input checks.
+"""What every backend shares: the runner base class, what a backend declares it honours, and the load-time check
+of a graph's inputs and outputs against its spec.
 
 The backend modules import these from here, not from the package, so that the package (which loads a backend
-module on demand) and the backend modules never import each other.
+module on demand) and the backend modules never import each other. Each backend module provides:
+
+    HONOURS                              the RunOptions knobs it applies (Honours); the others are refused
+    graph_precision(graph_name, options) the precision it runs a graph at (None: as exported), known before loading
+    load(path, entry, device, options)   a BaseRunner, its declared inputs and outputs checked (check_engine_io)
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import GraphError, SV3DError
+from ..errors import BackendError, GraphError, SV3DError, first_line
+from ..run_options import DEVICES, PRECISIONS, DeviceSpec, RunOptions
 from ..specs import GraphSpec, TensorSpec
 
-DEVICES = ("cpu", "cuda", "ascend")
 CACHE_ENV = "SV3D_CACHE_DIR"     # the root of every engine's cache (OpenVINO blobs, the MindSpore Lite engine)
-PRECISIONS = ("auto", "f32", "bf16", "int8")     # int8: openvino only, the export's openvino_int8 UNet
-
-
-class BackendError(SV3DError):
-    """A backend is unknown, not installed, or cannot use the requested device."""
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
-    """Where a graph runs: kind in DEVICES and the device index (ignored on cpu)."""
-    kind: str = "cpu"
-    index: int = 0
+class Honours:
+    """The engine knobs of RunOptions one backend applies. backend, device, memory and verify_checksums are
+    honoured for every backend (by the loader and the pipeline); anything else a backend does not declare here is
+    refused (:meth:`unhonoured`), never silently ignored: a bf16 run that quietly ran f32 makes a benchmark lie."""
+    precisions: Tuple[str, ...] = ("auto", "f32")    # auto and f32: the graphs run at their exported dtype
+    threads: bool = True                             # RunOptions.threads
+    cache_dir: bool = False                          # a compiled-model cache
+    memory_plan: bool = False                        # RunOptions.memory_reuse / cpu_mem_arena
 
-    def __post_init__(self) -> None:
-        if self.kind not in DEVICES:
-            raise BackendError("unknown device", expected=f"one of {list(DEVICES)}", got=repr(self.kind))
-        if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)) or self.index < 0:
-            raise BackendError("invalid device id", expected="an integer >= 0", got=repr(self.index))
+    def unhonoured(self, options: RunOptions) -> List[str]:
+        """The options asked for that this backend cannot honour, spelled as the caller wrote them."""
+        asked = [("precision", options.precision not in self.precisions),
+                 ("threads", options.threads != 0 and not self.threads),
+                 ("cache_dir", options.cache_dir is not None and not self.cache_dir),
+                 ("memory_reuse", options.memory_reuse is not None and not self.memory_plan),
+                 ("cpu_mem_arena", options.cpu_mem_arena is not None and not self.memory_plan)]
+        return [options.names.spell(name, getattr(options, name)) for name, refused in asked if refused]
+
+    def describe(self) -> str:
+        """What it honours, in words: ``precision auto | f32, threads``."""
+        parts = ["precision " + " | ".join(self.precisions)]
+        parts += [name for name, yes in (("threads", self.threads), ("cache_dir", self.cache_dir),
+                                         ("memory_reuse / cpu_mem_arena", self.memory_plan)) if yes]
+        return ", ".join(parts)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Engine knobs shared by the backends (each uses what it supports)."""
-    intra_op_threads: int = 0    # 0 = the engine's default
-    # onnxruntime's memory plan: its buffer-reuse plan and its CPU arena; None = per graph, as
-    # onnxruntime_backend.memory_plan decides.
-    memory_reuse: Optional[bool] = None
-    cpu_mem_arena: Optional[bool] = None
-    # openvino: f32 | bf16 | int8 | auto (bf16 where the CPU has it natively); see openvino_backend.py
-    precision: str = "auto"
-    # openvino: compiled-model cache folder; None = the default ($SV3D_CACHE_DIR/openvino or
-    # ~/.cache/sv3d-runtime/openvino), "" = no cache
-    cache_dir: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(self.precision))
+def as_exported(graph_name: str, options: RunOptions) -> Optional[str]:
+    """graph_precision of a backend without a precision choice: every graph runs at its exported dtype (None)."""
+    return None
 
 
 def cache_root() -> Path:
@@ -79,6 +79,7 @@ class BaseRunner:
     """
 
     backend = "base"
+    precision: Optional[str] = None          # the precision the engine runs this graph at; None = as exported
 
     def __init__(self, spec: GraphSpec, path: str,
                  declared: Optional[Tuple[List[EngineTensor], List[EngineTensor]]] = None) -> None:
@@ -101,8 +102,7 @@ class BaseRunner:
         except SV3DError:
             raise
         except Exception as e:                  # engine failures (out of memory, device errors) as a typed error
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise GraphError(f"graph {self.spec.name} failed on {self.backend}: {type(e).__name__}: {first}",
+            raise GraphError(f"graph {self.spec.name} failed on {self.backend}: {type(e).__name__}: {first_line(e)}",
                              path=self.path) from e
         if len(outs) != len(self.spec.outputs):
             raise GraphError(f"graph {self.spec.name} ({self.backend}, {self.path}) returned {len(outs)} outputs, "
@@ -128,29 +128,48 @@ def graph_input_name(name: str) -> str:
     return name.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def check_engine_inputs(spec: GraphSpec, engine: Iterable[Tuple[str, Tuple]], *, backend: str,
-                        path: str, ordered: bool) -> None:
-    """Compare the inputs a loaded graph reports with the spec; GraphError naming both sides on a mismatch.
+def check_engine_io(spec: GraphSpec, inputs: Sequence[EngineTensor], outputs: Optional[Sequence[EngineTensor]],
+                    *, backend: str, path: str, ordered: bool = False, output_names: bool = True) -> None:
+    """The one load-time check of a loaded graph against its spec, for every backend: GraphError naming both sides
+    on the first difference.
 
-    engine: (name, shape) per input as the engine reports it (names may carry a prefix; dims that are not ints
-    -- dynamic axes -- match anything). ordered: the order matters too (positional binding).
+    inputs, outputs: EngineTensors as the engine reports them; names may carry a prefix (graph_input_name), dims
+    that are not ints (dynamic axes, -1) match any size, and dims that are None or empty (MindSpore may write an
+    output without its shape) or a dtype of None are not known to the engine and not checked. outputs None: the
+    engine reports none before a run (the official MindSpore Lite binding).
+    ordered: the inputs bind by position, so their order must be the spec's too. output_names: the engine keeps
+    the spec's output names (ONNX, OpenVINO, Lite), else outputs are matched by position (MindSpore's MindIR
+    names its outputs after ops).
     """
-    got = [(graph_input_name(n), tuple(s) if s is not None else None) for n, s in engine]
-    want = [(t.name, t.shape) for t in spec.inputs]
-    got_names = [n for n, _ in got]
-    want_names = [n for n, _ in want]
-    same_names = got_names == want_names if ordered else sorted(got_names) == sorted(want_names)
-    if not same_names:
-        raise GraphError(f"graph {spec.name} ({backend}): the loaded graph's inputs {got_names} do not match the "
-                         f"manifest's {want_names}" + (" (order matters: inputs bind by position)" if ordered else ""),
-                         path=path)
-    shapes = dict(got)
-    for name, shape in want:
-        g = shapes[name]
-        if g is None:
-            continue
-        ok = len(g) == len(shape) and all(not isinstance(d, (int, np.integer)) or d in (-1, s)
-                                          for d, s in zip(g, shape))
-        if not ok:
-            raise GraphError(f"graph {spec.name} ({backend}): input {name!r} has shape {tuple(g)} in the graph "
-                             f"file but {shape} in the manifest", path=path)
+    where = f"graph {spec.name} ({backend})"
+    got = [graph_input_name(n) for n, _, _ in inputs]
+    want = list(spec.input_names)
+    if (got != want) if ordered else (sorted(got) != sorted(want)):
+        raise GraphError(f"{where}: the loaded graph's inputs {got} do not match the manifest's {want}"
+                         + (" (order matters: inputs bind by position)" if ordered else ""), path=path)
+    pairs = [("input", t, inputs[got.index(t.name)]) for t in spec.inputs]
+    if outputs is not None:
+        if output_names:
+            names = [n for n, _, _ in outputs]
+            missing = [t.name for t in spec.outputs if t.name not in names]
+            if missing:
+                raise GraphError(f"{where}: outputs {names} in the graph file, the manifest expects "
+                                 f"{list(spec.output_names)}", path=path)
+            pairs += [("output", t, outputs[names.index(t.name)]) for t in spec.outputs]
+        elif len(outputs) != len(spec.outputs):
+            raise GraphError(f"{where}: {len(outputs)} outputs in the graph file, the manifest expects "
+                             f"{len(spec.outputs)} {list(spec.output_names)}", path=path)
+        else:
+            pairs += [("output", t, e) for t, e in zip(spec.outputs, outputs)]
+    for role, t, (_, dims, dtype) in pairs:
+        if dims and not _same_shape(dims, t.shape):
+            raise GraphError(f"{where}: {role} {t.name!r} has shape {tuple(dims)} in the graph file but {t.shape} "
+                             f"in the manifest", path=path)
+        if dtype is not None and dtype != t.dtype:
+            raise GraphError(f"{where}: {role} {t.name!r} is {dtype} in the graph file but {t.dtype} in the "
+                             f"manifest", path=path)
+
+
+def _same_shape(dims, shape) -> bool:
+    return len(dims) == len(shape) and all(not isinstance(d, (int, np.integer)) or d in (-1, s)
+                                           for d, s in zip(dims, shape))

@@ -6,6 +6,11 @@ MindIR file itself records (``mindspore.load_mindir``: inputs are named ``<graph
 
 Devices: cpu -> "CPU", cuda -> "GPU", ascend -> "Ascend" (``mindspore.set_device``, once per process: a process
 that already runs on another target cannot switch).
+
+Threads are not honoured (HONOURS): MindSpore 2.10's only knob, ``device_context.cpu.op_tuning.threads_num``, did
+not change how many threads a loaded GraphCell computes on (on this 2-CPU machine, with threads_num 1 or 2, the
+same two worker threads each ran ~150 CPU ticks of a 10-call 1536 x 1536 matmul graph, as without it), and it can
+be set once per process only. So ``--threads`` with this backend is refused instead of being ignored.
 """
 from __future__ import annotations
 
@@ -13,10 +18,13 @@ from typing import List
 
 import numpy as np
 
-from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import BackendError, BaseRunner, DeviceSpec, Honours, RunOptions, as_exported, check_engine_io
 from .onednn import cap_onednn_isa
-from ..errors import GraphError
+from ..errors import GraphError, first_line
 from ..specs import DTYPES, dtype_where
+
+HONOURS = Honours(precisions=("auto", "f32"), threads=False, cache_dir=False, memory_plan=False)
+graph_precision = as_exported
 
 _TARGETS = {"cpu": "CPU", "cuda": "GPU", "ascend": "Ascend"}
 
@@ -45,8 +53,7 @@ def _set_device(ms, device: DeviceSpec) -> None:
     try:
         ms.set_device(target, None if target == "CPU" else int(device.index))
     except (RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BackendError(f"mindspore cannot run on {device.kind}:{device.index} ({target}): {first}",
+        raise BackendError(f"mindspore cannot run on {device.kind}:{device.index} ({target}): {first_line(e)}",
                            hint="use --device cpu, or a mindspore build for this device") from None
 
 
@@ -113,16 +120,10 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MindSpore
     _set_device(ms, device)
     declared = mindir_io(ms, path)
     if declared is not None:
-        check_engine_inputs(entry.spec, [(n, d) for n, d, _ in declared[0]], backend="mindspore", path=path,
-                            ordered=True)
-        for (n, _, dt), t in zip(declared[0], entry.spec.inputs):
-            if dt is not None and dt != t.dtype:
-                raise GraphError(f"graph {entry.spec.name} (mindspore): input {t.name!r} is {dt} in the MindIR "
-                                 f"file but {t.dtype} in the manifest", path=path)
+        check_engine_io(entry.spec, *declared, backend="mindspore", path=path, ordered=True, output_names=False)
     try:
         graph = ms.load(path)
         cell = nn.GraphCell(graph)
     except Exception as e:                          # mindspore raises RuntimeError/ValueError with long C++ traces
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GraphError(f"mindspore cannot load graph {entry.spec.name}: {first}", path=path) from None
+        raise GraphError(f"mindspore cannot load graph {entry.spec.name}: {first_line(e)}", path=path) from None
     return MindSporeRunner(entry.spec, path, cell, ms, declared)

@@ -19,7 +19,9 @@ export (``python -m export --formats mslite``), else the ``mindir`` format that 
 Lite release matching MindSpore 2.10; Lite 2.0 reads MindIR version 1 only, and MindSpore 2.10 writes version 3.
 
 Inputs are bound by name: each engine tensor's name, stripped of a graph prefix (MindIR names inputs
-``<graph>:<argument>``), must match one spec input, and its shape and dtype must be the spec's.
+``<graph>:<argument>``), must match one spec input, and its shape and dtype must be the spec's; the outputs are
+checked too where the binding reports them before a run (the native one does). Lite runs the graphs at their
+exported precision with the threads asked for (HONOURS).
 """
 from __future__ import annotations
 
@@ -27,9 +29,13 @@ from typing import List
 
 import numpy as np
 
-from .base import BackendError, BaseRunner, DeviceSpec, EngineTensor, RunOptions, graph_input_name
-from ..errors import GraphError
+from .base import (BackendError, BaseRunner, DeviceSpec, EngineTensor, Honours, RunOptions, as_exported,
+                   check_engine_io, graph_input_name)
+from ..errors import GraphError, first_line
 from ..specs import dtype_name
+
+HONOURS = Honours(precisions=("auto", "f32"), threads=True, cache_dir=False, memory_plan=False)
+graph_precision = as_exported
 
 _TARGETS = {"cpu": "cpu", "cuda": "gpu", "ascend": "ascend"}
 BINDINGS = ("official", "native")
@@ -53,8 +59,8 @@ def make_context(mslite, device: DeviceSpec, options: RunOptions):
     context = mslite.Context()
     target = _TARGETS[device.kind]
     context.target = [target]
-    if options.intra_op_threads:
-        context.cpu.thread_num = int(options.intra_op_threads)
+    if options.threads:
+        context.cpu.thread_num = int(options.threads)
     if target == "gpu":
         context.gpu.device_id = int(device.index)
     elif target == "ascend":
@@ -95,9 +101,8 @@ def build_model(path: str, device: DeviceSpec, options: RunOptions, fmt: str):
         try:
             return OfficialModel(path, device, options)
         except (RuntimeError, ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise GraphError(f"mindspore_lite cannot build the graph on {device.kind}:{device.index}: {first}",
-                             path=path) from None
+            raise GraphError(f"mindspore_lite cannot build the graph on {device.kind}:{device.index}: "
+                             f"{first_line(e)}", path=path) from None
     from . import mslite_native
 
     if device.kind != "cpu":
@@ -108,7 +113,7 @@ def build_model(path: str, device: DeviceSpec, options: RunOptions, fmt: str):
         raise BackendError(f"the native MindSpore Lite {mslite_native.build.VERSION} engine reads MindIR version 1; "
                            "MindSpore 2.10's MindIR (the export's mindir format) is version 3",
                            hint="export with --formats mslite (our ONNX through Lite's converter)")
-    return mslite_native.engine().build(path, threads=options.intra_op_threads)
+    return mslite_native.engine().build(path, threads=options.threads)
 
 
 class MSLiteRunner(BaseRunner):
@@ -124,38 +129,14 @@ class MSLiteRunner(BaseRunner):
         return self.model.predict([arrays[k] for k in self.order])
 
 
-def bind_inputs(spec, engine: List[EngineTensor], path: str) -> List[int]:
-    """For each engine input (in engine order), the index of the spec input of the same name; GraphError unless
-    the names, shapes and dtypes are the spec's."""
-    spec_names = list(spec.input_names)
-    stripped = [graph_input_name(n) for n, _, _ in engine]
-    if sorted(stripped) != sorted(spec_names):
-        raise GraphError(f"graph {spec.name} (mslite): the model's inputs {stripped} do not match the "
-                         f"manifest's {spec_names}", path=path)
-    for (name, dims, dtype), short in zip(engine, stripped):
-        want = spec.inputs[spec_names.index(short)]
-        if tuple(dims) != tuple(want.shape) or dtype != want.dtype:
-            raise GraphError(f"graph {spec.name} (mslite): input {short!r} is {tuple(dims)} {dtype} in the model "
-                             f"but {want.shape} {want.dtype} in the manifest", path=path)
-    return [spec_names.index(n) for n in stripped]
-
-
-def refuse_unhonoured(options: RunOptions) -> None:
-    """Lite honours intra_op_threads; the other run options belong to other engines, and asking for one here is an
-    error rather than a setting silently ignored."""
-    asked = [f"precision={options.precision!r}" if options.precision not in ("auto", "f32") else None,
-             f"cache_dir={options.cache_dir!r}" if options.cache_dir is not None else None,
-             f"memory_reuse={options.memory_reuse}" if options.memory_reuse is not None else None,
-             f"cpu_mem_arena={options.cpu_mem_arena}" if options.cpu_mem_arena is not None else None]
-    asked = [a for a in asked if a]
-    if asked:
-        raise BackendError("the mslite backend cannot honour " + ", ".join(asked),
-                           expected="threads only (it runs the graphs at their exported precision, f32 or fp16)",
-                           got=", ".join(asked))
+def bind_inputs(spec, engine: List[EngineTensor]) -> List[int]:
+    """For each engine input (in engine order), the index of the spec input of the same name (the names were
+    checked against the spec by check_engine_io)."""
+    names = list(spec.input_names)
+    return [names.index(graph_input_name(n)) for n, _, _ in engine]
 
 
 def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> MSLiteRunner:
-    refuse_unhonoured(options)
     model = build_model(path, device, options, entry.format)
-    order = bind_inputs(entry.spec, model.inputs, path)
-    return MSLiteRunner(entry.spec, path, model, order)
+    check_engine_io(entry.spec, model.inputs, model.outputs, backend="mslite", path=path)
+    return MSLiteRunner(entry.spec, path, model, bind_inputs(entry.spec, model.inputs))

@@ -3,7 +3,8 @@
 Providers: CPUExecutionProvider always; CUDAExecutionProvider for device "cuda" and CANNExecutionProvider for
 "ascend" (each with the device id), refused with a clear error when this onnxruntime build lacks it. Sessions use
 graph optimisation level ALL; the intra-op thread count is configurable (0 = onnxruntime's default). The memory
-plan is chosen per graph (memory_plan; RunOptions.memory_reuse / cpu_mem_arena override it).
+plan is chosen per graph (memory_plan; RunOptions.memory_reuse / cpu_mem_arena override it). The graphs run at
+their exported dtype (no bf16), and there is no compiled-model cache: HONOURS.
 """
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .base import BackendError, BaseRunner, DeviceSpec, RunOptions, check_engine_inputs
+from .base import BackendError, BaseRunner, DeviceSpec, Honours, RunOptions, as_exported, check_engine_io
 from ..errors import GraphError
 from ..specs import dtype_name
+
+HONOURS = Honours(precisions=("auto", "f32"), threads=True, cache_dir=False, memory_plan=True)
+graph_precision = as_exported
 
 # our device kind -> (execution provider, the onnxruntime package that ships it)
 _PROVIDERS = {"cuda": ("CUDAExecutionProvider", "onnxruntime-gpu"),
@@ -85,8 +89,8 @@ def session_options(options: RunOptions, graph: str):
     ort = _import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if options.intra_op_threads:
-        so.intra_op_num_threads = int(options.intra_op_threads)
+    if options.threads:
+        so.intra_op_num_threads = int(options.threads)
     so.enable_mem_reuse, so.enable_cpu_mem_arena = memory_plan(graph, options)
     so.log_severity_level = 3                  # errors only: keep the CLI output readable
     return so
@@ -105,17 +109,6 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OnnxRunti
         raise BackendError(f"onnxruntime could not start {_PROVIDERS[device.kind][0]} for {device.kind}:"
                            f"{device.index}", got=session.get_providers(), path=path)
 
-    inputs = session.get_inputs()
-    check_engine_inputs(entry.spec, [(i.name, i.shape) for i in inputs], backend="onnxruntime", path=path,
-                        ordered=False)
-    for i in inputs:
-        want = next(t.dtype for t in entry.spec.inputs if t.name == i.name)
-        if dtype_name("ort", i.type) != want:
-            raise GraphError(f"graph {entry.spec.name} (onnxruntime): input {i.name!r} is {i.type} in the graph "
-                             f"file but {want} in the manifest", path=path)
-    out_names = [o.name for o in session.get_outputs()]
-    missing = [n for n in entry.spec.output_names if n not in out_names]
-    if missing:
-        raise GraphError(f"graph {entry.spec.name} (onnxruntime): outputs {out_names} in the graph file, the "
-                         f"manifest expects {list(entry.spec.output_names)}", path=path)
-    return OnnxRuntimeRunner(entry.spec, path, session, (_declared(inputs), _declared(session.get_outputs())))
+    declared = (_declared(session.get_inputs()), _declared(session.get_outputs()))
+    check_engine_io(entry.spec, *declared, backend="onnxruntime", path=path)
+    return OnnxRuntimeRunner(entry.spec, path, session, declared)

@@ -25,12 +25,13 @@ from typing import List, Optional
 
 import numpy as np
 
-from .base import PRECISIONS, BackendError, BaseRunner, DeviceSpec, RunOptions, cache_root, check_engine_inputs
+from .base import BackendError, BaseRunner, DeviceSpec, Honours, RunOptions, cache_root, check_engine_io
 from .onednn import without_our_cap
 from ..errors import GraphError
 from ..manifest import INT8_GRAPHS
 from ..specs import GRAPH_ROLES, dtype_where
 
+HONOURS = Honours(precisions=("auto", "f32", "bf16", "int8"), threads=True, cache_dir=True, memory_plan=False)
 REDUCED_PRECISION_GRAPHS = tuple(r.name for r in GRAPH_ROLES.values() if r.repeated)
 
 
@@ -80,8 +81,6 @@ def cpu_supports_bf16() -> bool:
 def resolve_precision(requested: str) -> str:
     """``auto`` -> bf16 where the CPU supports it natively, else f32; ``f32``/``bf16``/``int8`` as given (bf16
     refused on CPUs without it: OpenVINO would silently fall back to f32 and the user's benchmark would lie)."""
-    if requested not in PRECISIONS:
-        raise BackendError("unknown precision", expected=f"one of {list(PRECISIONS)}", got=repr(requested))
     if requested == "auto":
         return "bf16" if cpu_supports_bf16() else "f32"
     if requested == "bf16" and not cpu_supports_bf16():
@@ -90,11 +89,16 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def graph_precision(graph_name: str, requested: str) -> str:
-    """The precision a graph runs at: the resolved precision for REDUCED_PRECISION_GRAPHS, f32 for the others;
-    with int8, int8 for the quantized graphs and ``auto``'s choice for the other repeated ones."""
+def graph_precision(graph_name: str, options: RunOptions) -> str:
+    """The precision a graph runs at (the backend interface, runtime/backends/base.py)."""
+    return _precision(graph_name, options.precision)
+
+
+def _precision(graph_name: str, requested: str) -> str:
+    """The resolved precision for REDUCED_PRECISION_GRAPHS, f32 for the others; with int8, int8 for the quantized
+    graphs and ``auto``'s choice for the other repeated ones."""
     if requested == "int8":
-        return "int8" if graph_name in INT8_GRAPHS else graph_precision(graph_name, "auto")
+        return "int8" if graph_name in INT8_GRAPHS else _precision(graph_name, "auto")
     resolved = resolve_precision(requested)
     return resolved if graph_name in REDUCED_PRECISION_GRAPHS else "f32"
 
@@ -112,12 +116,12 @@ def compile_properties(graph_name: str, options: RunOptions) -> dict:
     The cache folder is per inference precision: OpenVINO 2026.4's cache key leaves INFERENCE_PRECISION_HINT out,
     so a bf16 compile of a file compiled in f32 before loaded the f32 blob and ran it wrongly (0.15 relative L2
     on the tiny UNet; tests/test_openvino_cache.py)."""
-    precision = graph_precision(graph_name, options.precision)
+    precision = graph_precision(graph_name, options)
     # an int8 graph's int8 comes from its FakeQuantize nodes; the hint sets what the rest of it runs at
-    hint = graph_precision(graph_name, "auto") if precision == "int8" else precision
+    hint = _precision(graph_name, "auto") if precision == "int8" else precision
     props = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    if options.intra_op_threads:
-        props["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
+    if options.threads:
+        props["INFERENCE_NUM_THREADS"] = int(options.threads)
     folder = cache_dir(options)
     if folder is not None:
         props["CACHE_DIR"] = str(folder / hint)
@@ -162,7 +166,7 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINOR
                       f"means into one naive reduction, which loses ~5e-4 relative precision at 576 px; export "
                       f"with the default --onnx-form fused for OpenVINO", RuntimeWarning, stacklevel=2)
     props = compile_properties(entry.spec.name, options)
-    precision = graph_precision(entry.spec.name, options.precision)
+    precision = graph_precision(entry.spec.name, options)
     folder = Path(props["CACHE_DIR"]) if "CACHE_DIR" in props else None
     ov_core = core()
     if folder is not None:
@@ -178,22 +182,20 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINOR
         raise GraphError(f"openvino cannot compile graph {entry.spec.name}: {_reason(e)}", path=path) from None
     cached = folder is not None and bool(before) and _blobs(folder) == before
 
-    names = []
-    for port in compiled.inputs:
-        name = port.get_any_name()
+    check_engine_io(entry.spec, _declared(compiled.inputs, all_names=False),
+                    _declared(compiled.outputs, all_names=True), backend="openvino", path=path)
+    return OpenVINORunner(entry.spec, path, compiled, precision, cached)
+
+
+def _declared(ports, all_names: bool) -> list:
+    """EngineTensors of a compiled model's inputs or outputs (dynamic dims -1): one per port under its name, or
+    with all_names one per name the port answers to (an output may carry several)."""
+    out = []
+    for port in ports:
         shape = port.get_partial_shape()
         dims = tuple(d.get_length() if d.is_static else -1 for d in shape) if shape.rank.is_static else None
-        names.append((name, dims))
-        want = next((t.dtype for t in entry.spec.inputs if t.name == name), None)
         dt = dtype_where("openvino", port.get_element_type().get_type_name())
-        got = dt.name if dt is not None else None
-        if want is not None and got != want:
-            raise GraphError(f"graph {entry.spec.name} (openvino): input {name!r} is {got} in the graph file but "
-                             f"{want} in the manifest", path=path)
-    check_engine_inputs(entry.spec, names, backend="openvino", path=path, ordered=False)
-    out_names = {n for o in compiled.outputs for n in o.get_names()}
-    missing = [n for n in entry.spec.output_names if n not in out_names]
-    if missing:
-        raise GraphError(f"graph {entry.spec.name} (openvino): outputs {sorted(out_names)} in the graph file, the "
-                         f"manifest expects {list(entry.spec.output_names)}", path=path)
-    return OpenVINORunner(entry.spec, path, compiled, precision, cached)
+        dtype = dt.name if dt is not None else f"openvino {port.get_element_type().get_type_name()}"
+        names = sorted(port.get_names()) if all_names else [port.get_any_name()]
+        out += [(name, dims, dtype) for name in names]
+    return out

@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 from configs.limits import LIMITS
 
-from ..cli import generation_options
+from ..cli import generation_options, run_options
 from ..errors import SV3DError
 from ..manifest import Manifest
 from ..outputs import write_png
@@ -73,10 +73,7 @@ class Service:
         self.store = JobStore(settings.data_dir, lease_s=settings.lease_s)
         engine = engine_options(["--graphs", settings.graphs, *settings.engine_argv])
         self.manifest = Manifest.load(settings.graphs)
-        self.pipeline = SV3DPipeline.from_manifest(
-            self.manifest, engine.backend, engine.device, device_id=engine.device_id, threads=engine.threads,
-            verify_checksums=not engine.skip_checksums, precision=engine.precision, cache_dir=engine.cache_dir,
-            memory=engine.memory)
+        self.pipeline = SV3DPipeline.from_manifest(self.manifest, run_options(engine))
         self.worker = Worker(settings, self.store, self.pipeline, self.manifest)
 
     def _lock_data_dir(self):
