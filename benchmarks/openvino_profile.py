@@ -40,7 +40,7 @@ def profile(model_path: str, graph: str, feeds: Dict[str, "object"], precision: 
     from runtime.backends.base import RunOptions
     from runtime.backends.openvino_backend import compile_properties, core
 
-    props = compile_properties(graph, RunOptions(intra_op_threads=threads, precision=precision, cache_dir=cache_dir))
+    props = compile_properties(graph, RunOptions(threads=threads, precision=precision, cache_dir=cache_dir))
     if "CACHE_DIR" in props:
         Path(props["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
     cached = "CACHE_DIR" in props and any(Path(props["CACHE_DIR"]).glob("*.blob"))

@@ -40,7 +40,7 @@ from runtime import interrupts
 from runtime.backends.mindspore_dumps import dumps_into
 from runtime.peak_rss import peak_rss_bytes
 from runtime.errors import first_line
-from runtime.manifest import FORMATS, GraphEntry, GraphFile, Manifest, sha256_file
+from runtime.manifest import FORMATS, INT8_FORMAT, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GRAPH_NAMES, ExportShapes, GraphSpec, graph_specs
 from . import parity, reuse, staging, workers
 from .registry import graph_weight_bytes
@@ -88,12 +88,18 @@ class ExportResult:
 # ------------------------------------------------------------------------------------------------ planning
 
 
+# what `python -m export` writes; the int8 UNet (INT8_FORMAT) is added afterwards by python -m export.int8
+EXPORT_FORMATS = tuple(f for f in FORMATS if f != INT8_FORMAT)
+
+
 def parse_formats(text: str) -> Tuple[str, ...]:
     items = [s.strip().lower() for s in str(text).split(",") if s.strip()]
-    bad = [s for s in items if s not in FORMATS]
+    bad = [s for s in items if s not in EXPORT_FORMATS]
     if not items or bad:
-        raise ExportError(f"--formats must be a comma-separated subset of {','.join(FORMATS)}, got {text!r}")
-    return tuple(f for f in FORMATS if f in items)
+        raise ExportError(f"--formats must be a comma-separated subset of {','.join(EXPORT_FORMATS)}, got {text!r}"
+                          + (" (the int8 UNet is added to an export by python -m export.int8)"
+                             if INT8_FORMAT in bad else ""))
+    return tuple(f for f in EXPORT_FORMATS if f in items)
 
 
 def _shapes(cfg: SV3DConfig, options: ExportOptions) -> ExportShapes:

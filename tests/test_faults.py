@@ -478,16 +478,12 @@ def test_runtime_bounds(toy, tmp_path, flags, needle):
     ("mindspore", ["--threads", "1"], "the mindspore backend cannot honour --threads 1"),
     ("mindspore", ["--threads", "1", "--cache-dir", "cache"], "cannot honour --threads 1, --cache-dir cache"),
 ])
-def test_runtime_refuses_what_its_backend_cannot_honour(toy, tmp_path, backend, flags, needle):
+def test_runtime_refuses_what_its_backend_cannot_honour(toy_export_for, tmp_path, backend, flags, needle):
     """An engine option the backend cannot apply is an error naming the option and the backend (exit 1, before
     any graph loads), never silently ignored; the error says what the backend honours and which backend would."""
-    from runtime.backends import backend_available
-
-    ok, why = backend_available(backend)
-    if not ok:
-        pytest.skip(f"{backend}: {why}")
+    graphs = str(toy_export_for(backend)[0])          # skipped where the backend is not installed
     out = tmp_path / "out"
-    r = run_cli("runtime", ["--graphs", toy, image(), "-o", out, "--backend", backend, *flags], tmp_path)
+    r = run_cli("runtime", ["--graphs", graphs, image(), "-o", out, "--backend", backend, *flags], tmp_path)
     assert r.returncode == 1, r.stderr
     one_error(r.stderr, needle, f"expected what {backend} honours: precision auto | f32")
     assert "(use --backend openvino" in r.stderr or " or --backend openvino" in r.stderr   # it honours them all
@@ -880,14 +876,12 @@ def test_api_threads_are_bounded_as_the_cli(toy, threads):
     ("mindspore", dict(memory_reuse=False), "the mindspore backend cannot honour memory_reuse=False"),
     ("openvino", dict(cpu_mem_arena=True), "the openvino backend cannot honour cpu_mem_arena=True"),
 ])
-def test_api_refuses_what_its_backend_cannot_honour(toy, backend, kwargs, needle):
+def test_api_refuses_what_its_backend_cannot_honour(toy_export_for, backend, kwargs, needle):
     from runtime import BackendError, SV3DPipeline
-    from runtime.backends import backend_available
 
-    if not backend_available(backend)[0]:
-        pytest.skip(f"{backend} is not installed")
+    graphs = toy_export_for(backend)[0]               # skipped where the backend is not installed
     with pytest.raises(BackendError, match=re.escape(needle)):
-        SV3DPipeline.from_export(toy, backend=backend, **kwargs)
+        SV3DPipeline.from_export(graphs, backend=backend, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, needle", [

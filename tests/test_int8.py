@@ -91,3 +91,11 @@ def test_int8_error_on_the_oracle_cases(int8_exports, case_data, case, tmp_path)
     for k, bound in INT8_BOUNDS.items():
         if k in errors:
             assert errors[k] <= bound, f"{case} int8 {k} = {errors[k]:.3g} > {bound} (measured bound)"
+
+
+def test_the_exporter_does_not_write_the_int8_format():
+    from export.api import parse_formats
+    from export.errors import ExportError
+
+    with pytest.raises(ExportError, match="subset of mindir,onnx,mslite.*added to an export by python -m export.int8"):
+        parse_formats("onnx,openvino_int8")

@@ -321,7 +321,7 @@ def test_sequential_graphs_are_released_after_their_stage_and_on_errors():
     cfg = load_config("sv3d_u_tiny")
     shapes = _shapes()
     specs = graph_specs(cfg, shapes)
-    fns = toy_numpy(cfg, toy_weights(cfg))
+    fns = toy_reference(cfg, specs)
     runners = {n: OnDemand(specs[n], fns[n]) for n in specs}
     pipe = SV3DPipeline(cfg, shapes, runners)
     pipe.memory = "sequential"
