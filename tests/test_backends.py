@@ -354,8 +354,8 @@ def _engine_io(spec):
      r"input 'timesteps' is float16 in the graph file but float32 in the manifest"),
     (lambda i, o: o.__setitem__(0, ("output_0",) + o[0][1:]),
      r"outputs \['output_0'\] in the graph file, the manifest expects \['out'\]"),
-    (lambda i, o: o.__setitem__(0, ("out", (42, 4, 8, 8), "float32")),
-     r"output 'out' has shape \(42, 4, 8, 8\) in the graph file but \(42, 8, 8, 8\)"),
+    (lambda i, o: o.__setitem__(0, ("out", (42, 4, 8, 16), "float32")),
+     r"output 'out' has shape \(42, 4, 8, 16\) in the graph file but \(42, 4, 8, 8\)"),
     (lambda i, o: o.__setitem__(0, ("out", o[0][1], "float16")),
      r"output 'out' is float16 in the graph file but float32 in the manifest")])
 def test_one_io_check_names_what_differs(change, message):
