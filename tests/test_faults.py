@@ -474,11 +474,18 @@ def test_export_bounds(oracle, tmp_path, flags, needle):
 
 
 def test_api_bounds():
+    """The bounds are checked at the edge, where the Python API takes the options (runtime.options), not in the
+    math: sampling.py and guidance.py know no policy (issue 18, validate once)."""
+    from configs import load_config
+    from runtime.errors import SV3DError
     from runtime.guidance import guidance_scales
-    from runtime.sampling import edm_sigmas
+    from runtime.options import resolve_options
 
-    with pytest.raises(ValueError, match="at most"):
-        edm_sigmas(10 ** 10, 0.002, 700.0, 7.0)
+    cfg = load_config("sv3d_u_tiny")
+    with pytest.raises(SV3DError, match=rf"invalid number of steps: expected an integer in \[1, {LIMITS.max_steps}\]"):
+        resolve_options(cfg, 21, num_steps=10 ** 10)
+    with pytest.raises(SV3DError, match="invalid max_scale: expected a number in"):
+        resolve_options(cfg, 21, max_scale=1e9)
     with pytest.raises(ValueError, match="min_scale <= max_scale"):
         guidance_scales("triangle", 21, 3.0, 1.0)
     with pytest.raises(ValueError, match="0 <= min_scale"):
