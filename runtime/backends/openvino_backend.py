@@ -19,6 +19,7 @@ else ``~/.cache/sv3d-runtime/openvino``; an empty string turns caching off.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -26,7 +27,7 @@ from typing import List, Optional
 import numpy as np
 
 from .base import BackendError, BaseRunner, DeviceSpec, Honours, RunOptions, cache_root, check_engine_io
-from .onednn import without_our_cap
+from .onednn import ISA_ENV, without_our_cap
 from ..errors import GraphError
 from ..manifest import INT8_GRAPHS
 from ..specs import GRAPH_ROLES, dtype_where
@@ -179,7 +180,11 @@ def load(path: str, entry, device: DeviceSpec, options: RunOptions) -> OpenVINOR
     try:
         compiled = ov_core.compile_model(path, "CPU", props)
     except Exception as e:                          # OpenVINO raises RuntimeError with the converter's message
-        raise GraphError(f"openvino cannot compile graph {entry.spec.name}: {_reason(e)}", path=path) from None
+        cap = os.environ.get(ISA_ENV)               # a cap the user set also caps OpenVINO's oneDNN (onednn.py)
+        raise GraphError(f"openvino cannot compile graph {entry.spec.name}: {_reason(e)}", path=path,
+                         hint=f"{ISA_ENV}={cap} is set in the environment and limits OpenVINO's kernels too "
+                              f"(no bf16 softmax under AVX2): unset it, or use --precision f32" if cap else None
+                         ) from None
     cached = folder is not None and bool(before) and _blobs(folder) == before
 
     check_engine_io(entry.spec, _declared(compiled.inputs, all_names=False),
