@@ -108,7 +108,7 @@ def _sgemm_child(n: int, repeats: int, threads: int, coretype: Optional[str]) ->
     if proc.returncode != 0:
         raise RuntimeError(f"sgemm probe failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return _peak_record(f"numpy sgemm {n}^3" + (f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""),
-                        threads, repeats, n, proc.stdout)
+                        threads, repeats, 2 * n ** 3, proc.stdout)
 
 
 def sgemm_peak(n: int = DEFAULT_GEMM_N, repeats: int = DEFAULT_GEMM_REPEATS,
@@ -129,10 +129,10 @@ def sgemm_peak(n: int = DEFAULT_GEMM_N, repeats: int = DEFAULT_GEMM_REPEATS,
     return {**best, "default_kernel": {k: default[k] for k in ("kernel", "gflops_best", "gflops_median")}}
 
 
-def _peak_record(op: str, threads: int, repeats: int, n: int, stdout: str) -> dict:
+def _peak_record(op: str, threads: int, repeats: int, flops: int, stdout: str) -> dict:
+    """The record of one probe child: its times (best and median), GFLOP/s for `flops` per call, its kernel."""
     child = json.loads(stdout.strip().splitlines()[-1])
     times = sorted(child["times"])
-    flops = 2 * n ** 3
     return {"op": op, "threads": threads, "repeats": repeats, "flops": flops, "kernel": child.get("kernel"),
             "best_s": times[0], "median_s": times[len(times) // 2],
             "gflops_best": flops / times[0] / 1e9, "gflops_median": flops / times[len(times) // 2] / 1e9}
@@ -158,10 +158,9 @@ def matmul_peak_openvino(n: int = DEFAULT_GEMM_N * 2, repeats: int = DEFAULT_GEM
                           env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return None
-    rec = _peak_record(f"openvino matmul {m}x{k}x{n} {precision}", usable_cpus(), repeats, 1, proc.stdout)
-    flops = 2 * m * k * n
-    return {**rec, "shape": [m, k, n], "flops": flops, "gflops_best": flops / rec["best_s"] / 1e9,
-            "gflops_median": flops / rec["median_s"] / 1e9}
+    rec = _peak_record(f"openvino matmul {m}x{k}x{n} {precision}", usable_cpus(), repeats, 2 * m * k * n,
+                       proc.stdout)
+    return {**rec, "shape": [m, k, n]}
 
 
 def openvino_peaks(n: Optional[int] = None, repeats: int = DEFAULT_GEMM_REPEATS,
