@@ -2,6 +2,7 @@
 
     python -m benchmarks.openvino_profile --graphs DIR --graph unet [--precision bf16] [--calls 2]
         [--model OTHER.onnx] [--prop KEY=VALUE ...] [--json OUT]
+    python -m benchmarks.openvino_profile --graphs DIR --loop STEPS [--precision bf16] [--json OUT]
 
 Compiles the graph with the runtime's properties (runtime/backends/openvino_backend.compile_properties) plus
 PERF_COUNT (from the file, or through the runtime's model cache with --cache-dir), runs it `calls` times on the spec's example inputs, and sums OpenVINO's per-node real time of the last
@@ -9,6 +10,11 @@ call by layer type and primitive (e.g. "FullyConnected brgemm_avx512_amx_bf16", 
 "VariadicSplit ref"): what answers "how much of a call is the arithmetic AMX accelerates". Every call's wall time
 is kept, so a first-call or drift effect shows. --model profiles another ONNX file with the same inputs (a graph
 variant under test); --prop adds or overrides a compile property (a variant of the engine's settings).
+
+--loop STEPS profiles the UNet inside the runtime's own sampling loop instead (``SV3DPipeline.generate`` on the
+sample image, ``--memory sequential``, the decoder left out): every UNet call of the run is profiled the same way,
+so what a call costs in the loop, next to the numpy work and the other graphs, is measured rather than inferred
+from isolated calls.
 """
 from __future__ import annotations
 
@@ -55,6 +61,14 @@ def profile(model_path: str, graph: str, feeds: Dict[str, "object"], precision: 
         t0 = time.perf_counter()
         request.infer(feeds)
         wall.append(time.perf_counter() - t0)
+    summary = kernel_summary(request)
+    return {"model": model_path, "graph": graph, "precision": precision, "blob_imported": cached,
+            "properties": {k: str(v) for k, v in props.items()}, "compile_s": compile_s, "call_wall_s": wall,
+            **summary}
+
+
+def kernel_summary(request) -> dict:
+    """The last inference of `request` (compiled with PERF_COUNT), summed per kernel family."""
     families: Dict[str, dict] = defaultdict(lambda: {"nodes": 0, "seconds": 0.0})
     nodes = []                                      # (seconds, family, node name)
     for info in request.get_profiling_info():
@@ -70,11 +84,64 @@ def profile(model_path: str, graph: str, feeds: Dict[str, "object"], precision: 
     # attention runs as a Snippets "Subgraph" named after the ScaledDotProductAttention it replaced
     attention = sum(t for t, k, n in nodes if k.startswith("Subgraph") and "ScaledDotProductAttention" in n)
     matmul = sum(r["seconds"] for r in rows if r["family"].split(" ")[0] in MATMUL_LAYERS) + attention
-    return {"model": model_path, "graph": graph, "precision": precision, "blob_imported": cached, "properties": {k: str(v) for k, v in
-                                                                                       props.items()},
-            "compile_s": compile_s, "call_wall_s": wall, "kernel_seconds_last_call": total,
-            "matmul_seconds_last_call": matmul, "attention_seconds_last_call": attention, "families": rows,
+    return {"kernel_seconds_last_call": total, "matmul_seconds_last_call": matmul,
+            "attention_seconds_last_call": attention, "families": rows,
             "slowest_nodes": [{"seconds": t, "family": k, "name": n} for t, k, n in nodes[:40]]}
+
+
+class _ProfiledRunner:
+    """The UNet as the runtime compiles it, plus PERF_COUNT: runs the loop's calls and keeps each one's profile."""
+
+    def __init__(self, spec, model_path: str, props: dict):
+        from runtime.backends.openvino_backend import core
+
+        self.spec = spec
+        t0 = time.perf_counter()
+        self.compiled = core().compile_model(model_path, "CPU", {**props, "PERF_COUNT": True})
+        self.compile_s = time.perf_counter() - t0
+        self.request = self.compiled.create_infer_request()
+        self.names = [o.get_any_name() for o in self.compiled.outputs]
+        self.calls: List[dict] = []
+
+    def run(self, feeds):
+        t0 = time.perf_counter()
+        self.request.infer(dict(feeds))
+        wall = time.perf_counter() - t0
+        self.calls.append({"wall_s": wall, **kernel_summary(self.request)})
+        return {n: self.request.get_output_tensor(i).data.copy() for i, n in enumerate(self.names)}
+
+
+class _NoDecoder:
+    """The decoder left out of a loop profile: zeros of its output shapes."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def run(self, feeds):
+        import numpy as np
+
+        return {t.name: np.zeros(t.shape, np.float32) for t in self.spec.outputs}
+
+
+def profile_loop(folder: str, steps: int, precision: str = "bf16", threads: int = 0, cache_dir: str = "") -> dict:
+    """Every UNet call of a `steps`-step `generate` on the sample image, profiled (module docstring)."""
+    from runtime import SV3DPipeline
+    from runtime.backends.base import RunOptions
+    from runtime.backends.openvino_backend import compile_properties
+
+    pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision, memory="sequential",
+                                    threads=threads, cache_dir=cache_dir)
+    unet = pipe.manifest.entry("onnx", "unet")
+    props = compile_properties("unet", RunOptions(threads=threads, precision=precision, cache_dir=cache_dir))
+    runner = _ProfiledRunner(unet.spec, str(pipe.manifest.path_of(unet.model_file)), props)
+    pipe.runners["unet"] = runner
+    pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
+    image = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
+    result = pipe.generate(str(image), num_steps=steps, seed=0)
+    return {"graphs": folder, "precision": precision, "steps": steps, "unet_compile_s": runner.compile_s,
+            "stages": result.timings.stages,
+            "loop_steps": [{"graph_s": t.graph_s, "glue_s": t.glue_s} for t in result.timings.steps],
+            "calls": runner.calls}
 
 
 def to_markdown(result: dict, flops: Optional[int] = None, top: int = 15) -> str:
@@ -96,6 +163,29 @@ def to_markdown(result: dict, flops: Optional[int] = None, top: int = 15) -> str
     return "\n".join(lines) + "\n"
 
 
+def loop_markdown(result: dict, top: int = 12) -> str:
+    """Per call of the loop: wall, kernel sum, matmul share; then the families summed over the loop's calls."""
+    calls = result["calls"]
+    lines = [f"UNet calls inside a {result['steps']}-step generate ({result['precision']}, compile "
+             f"{result['unet_compile_s']:.1f} s):", "", "| call | wall s | kernels s | matmul/conv/attention s |",
+             "|---|---|---|---|"]
+    for i, c in enumerate(calls):
+        lines.append(f"| {i} | {c['wall_s']:.2f} | {c['kernel_seconds_last_call']:.2f} | "
+                     f"{c['matmul_seconds_last_call']:.2f} |")
+    totals: Dict[str, float] = defaultdict(float)
+    for c in calls:
+        for r in c["families"]:
+            totals[r["family"]] += r["seconds"]
+    whole = sum(totals.values()) or 1.0
+    lines += ["", f"Summed over the {len(calls)} calls:", "", "| layer type, primitive | s per call | share |",
+              "|---|---|---|"]
+    for fam, sec in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {fam} | {sec / len(calls):.2f} | {100 * sec / whole:.1f}% |")
+    glue = [s["glue_s"] for s in result["loop_steps"]]
+    lines += ["", f"numpy work between calls: {1000 * min(glue):.1f}-{1000 * max(glue):.1f} ms per step"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from runtime import Manifest
 
@@ -110,15 +200,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cache-dir", default="", help="compile through the runtime's model cache in this folder "
                                                    "(default: no cache, a compile from the file)")
     p.add_argument("--json", default="", help="also write the result here")
+    p.add_argument("--loop", type=int, default=0, metavar="STEPS",
+                   help="profile the UNet's calls inside a STEPS-step generate instead (module docstring)")
     a = p.parse_args(argv)
     if a.calls < 1:
         p.error(f"--calls must be >= 1, got {a.calls}")
+    if a.loop < 0:
+        p.error(f"--loop must be >= 1 steps, got {a.loop}")
+    if a.loop and (a.model or a.prop or a.graph != "unet"):
+        p.error("--loop profiles the export's own UNet as the runtime compiles it: no --model, --prop or --graph")
     extra = {}
     for kv in a.prop:
         if "=" not in kv:
             p.error(f"--prop expects KEY=VALUE, got {kv!r}")
         k, v = kv.split("=", 1)
         extra[k] = _value(v)
+    if a.loop:
+        result = profile_loop(a.graphs, a.loop, a.precision, a.threads, a.cache_dir)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(result, f, indent=1)
+        print(loop_markdown(result))
+        return 0
     m = Manifest.load(a.graphs)
     entry = m.entry("onnx", a.graph)
     path = a.model or str(m.root / entry.model_file)

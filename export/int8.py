@@ -1,6 +1,7 @@
 """An opt-in int8 UNet for OpenVINO on AMX-INT8, calibrated on the model's own sampling trajectory.
 
     python -m export.int8 --graphs DIR [--images A.png B.png ...] [--steps 4] [--mode w8a8|hybrid] [--seed 0]
+                          [--twin TWIN_DIR]
 
 adds ``openvino_int8/unet.xml`` (+ ``.bin``) to an existing export and records it in the manifest (format
 ``openvino_int8``, form ``nncf-<mode>``, the calibration under ``parity.int8``); ``python -m runtime --backend
@@ -19,6 +20,11 @@ Modes (NNCF post-training quantization of the OpenVINO model read from the expor
 
 The result's error against the f32 graph on the calibration samples is recorded; the end-to-end error against the
 official code is the tests' business (tests/test_int8.py) and benchmarks/README.md's.
+
+``--twin TWIN_DIR``: where the full size cannot be calibrated (NNCF's statistics run needs every quantized
+activation at once: 55.5 GB at 576 px), calibrate an export of the same checkpoint at a lower resolution and carry
+its quantization over to this export's UNet (export/int8_twin.py). The calibration runs and the error check are
+then the twin's, and the manifest records the twin's resolution.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from runtime.errors import GraphError
 from runtime.manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GraphSpec
 
@@ -99,12 +106,19 @@ def quantize(onnx_path: str, feeds: List[Dict[str, np.ndarray]], mode: str = "w8
     return nncf.quantize(compressed, dataset, ignored_scope=nncf.IgnoredScope(types=["MatMul"]), **common)
 
 
-def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output: str) -> List[float]:
-    """Relative L2 of the int8 model (OpenVINO, bf16 elsewhere) against the f32 graph, per sample."""
-    from runtime.backends.openvino_backend import core
+def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output: str, threads: int = 0
+               ) -> List[float]:
+    """Relative L2 of the int8 model against the f32 graph, per sample, each compiled as the runtime compiles it
+    (openvino_backend.compile_properties: the int8 model runs bf16 between its FakeQuantize nodes)."""
+    from runtime.backends.openvino_backend import compile_properties, core
+    from runtime.run_options import RunOptions
 
-    ref = core().compile_model(onnx_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    q = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    def props(precision):
+        return compile_properties(INT8_GRAPH, RunOptions(backend="openvino", precision=precision, threads=threads,
+                                                          cache_dir=""))   # a one-off check: nothing cached
+
+    ref = core().compile_model(onnx_path, "CPU", props("f32"))
+    q = core().compile_model(model, "CPU", props("int8"))
     errors = []
     for f in feeds:
         a = np.asarray(ref(f)[output], np.float64)
@@ -113,30 +127,69 @@ def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output
     return errors
 
 
+# what must be equal for a twin's quantization to carry over: the identity fields that decide the graph's
+# operators and weights (export/reuse.py), all but its shapes and its parity gate
+TWIN_IDENTITY = ("exporter_sha256", "tools", "config_sha256", "weights_sha256", "num_frames", "attention_chunk",
+                 "form", "onnx_source")
+
+
+def check_twin(manifest: Manifest, twin: Manifest) -> None:
+    """Raise GraphError unless `twin` holds the same ONNX UNet as `manifest` (other shapes allowed)."""
+    def fields(m: Manifest):
+        ident = m.parity.get("graphs", {}).get(INT8_GRAPH, {}).get("formats", {}).get("onnx", {}).get("identity")
+        if ident is None:
+            raise GraphError(f"{m.root}: the manifest records no identity for its ONNX {INT8_GRAPH}, so it "
+                             "cannot be checked as a twin; export it again with this version")
+        return {k: ident.get(k) for k in TWIN_IDENTITY}
+
+    mine, theirs = fields(manifest), fields(twin)
+    differ = [k for k in TWIN_IDENTITY if mine[k] != theirs[k]]
+    if differ:
+        raise GraphError(f"--twin {twin.root} is not an export of the same UNet as {manifest.root}: "
+                         + "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ))
+
+
 def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: str = "w8a8", seed: int = 0,
              threads: int = 0, check: bool = True, capture_precision: str = "f32", bias_correction: bool = True,
-             progress=print) -> Manifest:
-    """Quantize the export's UNet and add it to the export (written aside, then moved in; manifest last)."""
+             twin=None, progress=print) -> Manifest:
+    """Quantize the export's UNet and add it to the export (written aside, then moved in; manifest last).
+    twin: an export of the same UNet at another resolution to calibrate instead (module docstring)."""
     import nncf
     import openvino as ov
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     source = manifest.entry("onnx", INT8_GRAPH)
+    calibrated = manifest
+    if twin is not None:
+        calibrated = Manifest.load(twin)
+        check_twin(manifest, calibrated)
+    calib_source = calibrated.entry("onnx", INT8_GRAPH)
     images = list(images) or [str(SAMPLE_IMAGE)]
     t0 = time.perf_counter()
-    feeds = calibration_feeds(folder, images, steps, seed, threads, capture_precision)
+    feeds = calibration_feeds(calibrated.root, images, steps, seed, threads, capture_precision)
     capture_s = time.perf_counter() - t0
-    progress(f"calibration: {len(feeds)} UNet calls from {len(images)} image(s) x {steps} steps ({capture_s:.1f} s)")
-    onnx_path = str(manifest.path_of(source.model_file))
+    progress(f"calibration: {len(feeds)} UNet calls from {len(images)} image(s) x {steps} steps at "
+             f"{calibrated.shapes.resolution} px ({capture_s:.1f} s)")
+    onnx_path = str(calibrated.path_of(calib_source.model_file))
     t0 = time.perf_counter()
     model = quantize(onnx_path, feeds, mode, bias_correction)
     quantize_s = time.perf_counter() - t0
     progress(f"quantized ({mode}) in {quantize_s:.1f} s")
-    errors = int8_error(onnx_path, model, feeds, source.spec.output_names[0]) if check else []
+    errors = int8_error(onnx_path, model, feeds, source.spec.output_names[0], threads) if check else []
     if errors:
         progress(f"int8 UNet against f32 on the calibration samples: rel L2 median {np.median(errors):.3g}, "
                  f"max {max(errors):.3g}")
+    carried = None
+    if twin is not None:
+        from .int8_twin import carry_quantization
+        t0 = time.perf_counter()
+        model, rerouted = carry_quantization(model, ov.Core().read_model(str(manifest.path_of(source.model_file))))
+        carried = {"resolution": calibrated.shapes.resolution, "unet_batch": calibrated.shapes.unet_batch,
+                   "folder": str(calibrated.root), "rerouted_inputs": rerouted,
+                   "carry_s": time.perf_counter() - t0}
+        progress(f"carried to the {manifest.shapes.resolution} px UNet: {rerouted} inputs re-routed "
+                 f"({carried['carry_s']:.1f} s)")
     staging = folder / f".{INT8_FORMAT}.partial"
     final = folder / INT8_FORMAT
     shutil.rmtree(staging, ignore_errors=True)
@@ -154,13 +207,16 @@ def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: st
     parity = {**manifest.parity, "int8": {
         "graph": INT8_GRAPH, "mode": mode, "images": [Path(i).name for i in images], "steps": steps, "seed": seed,
         "capture_precision": capture_precision, "bias_correction": bias_correction,
-        "samples": len(feeds), "capture_s": capture_s, "quantize_s": quantize_s,
+        "samples": len(feeds), "capture_s": capture_s, "quantize_s": quantize_s, "twin": carried,
         "rel_l2_vs_f32": {"median": float(np.median(errors)), "max": max(errors)} if errors else None}}
     tools = {**manifest.tools, "nncf": nncf.__version__, "openvino": ov.get_version()}
     updated = replace(manifest, graphs=graphs, parity=parity, tools=tools)
     tmp = folder / "manifest.json.partial"
-    tmp.write_text(json.dumps(updated.to_dict(), indent=1) + "\n")
-    os.replace(tmp, folder / "manifest.json")
+    try:
+        tmp.write_text(json.dumps(updated.to_dict(), indent=1) + "\n")
+        os.replace(tmp, folder / "manifest.json")
+    finally:
+        tmp.unlink(missing_ok=True)
     return Manifest.load(folder)
 
 
@@ -177,15 +233,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-bias-correction", action="store_true",
                    help="skip NNCF's bias correction (faster; for timing the int8 graph, not for use)")
     p.add_argument("--no-check", action="store_true", help="skip the error measurement against the f32 graph")
+    p.add_argument("--twin", default=None,
+                   help="an export of the same UNet at a lower resolution: calibrate it and carry its quantization "
+                        "over (for sizes whose calibration does not fit in memory)")
     a = p.parse_args(argv)
     if a.steps < 1:
         p.error(f"--steps must be >= 1, got {a.steps}")
     missing = [i for i in a.images if not Path(i).is_file()]
     if missing:
         p.error(f"calibration image(s) not found: {missing}")
-    add_int8(a.graphs, a.images, a.steps, a.mode, a.seed, a.threads, check=not a.no_check,
-             capture_precision=a.capture_precision, bias_correction=not a.no_bias_correction)
-    return 0
+    from configs.errors import SV3DError
+    from runtime.command import ExitRule, run_command
+
+    def body() -> int:
+        add_int8(a.graphs, a.images, a.steps, a.mode, a.seed, a.threads, check=not a.no_check,
+                 capture_precision=a.capture_precision, bias_correction=not a.no_bias_correction, twin=a.twin)
+        return 0
+
+    return run_command(body, interrupted="interrupted: the export was left as it was (no int8 graph added)",
+                       rules=[ExitRule(SV3DError, 1, "error: no int8 graph was added: {error}"),
+                              ExitRule(ModuleNotFoundError, 2,
+                                       "error: {error}; install the int8 extra: pip install -e .[int8]")])
 
 
 if __name__ == "__main__":

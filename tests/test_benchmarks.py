@@ -377,3 +377,29 @@ def test_openvino_profile_sums_the_kernels_of_a_call(toy_export, tmp_path):
     import json
 
     assert json.loads(out.read_text())["graph"] == "unet"
+
+
+def test_openvino_profile_in_the_loop(toy_exports, tmp_path, capsys):
+    """--loop: every UNet call of a real generate is profiled (one per step at batch 2T, two at batch T)."""
+    pytest.importorskip("openvino")
+    from benchmarks.openvino_profile import main, profile_loop
+    from configs import load_config
+    from tests.toy_graphs import write_toy_export
+
+    t = load_config("sv3d_u_tiny").num_frames
+    for batch, per_step in ((2 * t, 1), (t, 2)):
+        folder = write_toy_export(tmp_path / f"b{batch}", unet_batch=batch).folder
+        r = profile_loop(str(folder), steps=3, precision="f32")
+        assert len(r["loop_steps"]) == 3 and len(r["calls"]) == 3 * per_step
+        for c in r["calls"]:
+            assert c["kernel_seconds_last_call"] == pytest.approx(sum(f["seconds"] for f in c["families"]))
+            assert c["wall_s"] > 0 and c["families"]
+        assert "unet" in r["stages"] and "vae_decoder" in r["stages"]
+    out = tmp_path / "loop.json"
+    assert main(["--graphs", str(folder), "--loop", "2", "--precision", "f32", "--json", str(out)]) == 0
+    assert "UNet calls inside a 2-step generate" in capsys.readouterr().out
+    import json
+
+    assert len(json.loads(out.read_text())["calls"]) == 4
+    with pytest.raises(SystemExit):
+        main(["--graphs", str(folder), "--loop", "2", "--model", "other.onnx"])
