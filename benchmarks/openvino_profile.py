@@ -126,19 +126,22 @@ class _NoDecoder:
 def profile_loop(folder: str, steps: int, precision: str = "bf16", threads: int = 0, cache_dir: str = "") -> dict:
     """Every UNet call of a `steps`-step `generate` on the sample image, profiled (module docstring)."""
     from runtime import SV3DPipeline
+    from runtime.backends import graph_entry
     from runtime.backends.base import RunOptions
     from runtime.backends.openvino_backend import compile_properties
 
     pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision, memory="sequential",
                                     threads=threads, cache_dir=cache_dir)
-    unet = pipe.manifest.entry("onnx", "unet")
-    props = compile_properties("unet", RunOptions(threads=threads, precision=precision, cache_dir=cache_dir))
+    options = RunOptions(backend="openvino", threads=threads, precision=precision, cache_dir=cache_dir)
+    unet = graph_entry(pipe.manifest, "openvino", "unet", options)     # the int8 graph at precision int8
+    props = compile_properties("unet", options)
     runner = _ProfiledRunner(unet.spec, str(pipe.manifest.path_of(unet.model_file)), props)
     pipe.runners["unet"] = runner
     pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
     image = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
     result = pipe.generate(str(image), num_steps=steps, seed=0)
-    return {"graphs": folder, "precision": precision, "steps": steps, "unet_compile_s": runner.compile_s,
+    return {"graphs": folder, "precision": precision, "unet_file": unet.model_file, "steps": steps,
+            "unet_compile_s": runner.compile_s,
             "stages": result.timings.stages,
             "loop_steps": [{"graph_s": t.graph_s, "glue_s": t.glue_s} for t in result.timings.steps],
             "calls": runner.calls}
@@ -193,7 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--graphs", required=True, help="export folder (manifest.json)")
     p.add_argument("--graph", default="unet", help="clip_encoder | vae_encoder | unet | vae_decoder")
     p.add_argument("--model", default="", help="profile this ONNX/IR file instead (same inputs as the graph)")
-    p.add_argument("--precision", default="bf16", choices=("f32", "bf16"))
+    p.add_argument("--precision", default="bf16", choices=("f32", "bf16", "int8"),
+                   help="int8: the export's int8 UNet (python -m export.int8), with --loop only")
     p.add_argument("--calls", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--prop", action="append", default=[], metavar="KEY=VALUE", help="extra compile property")
@@ -207,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"--calls must be >= 1, got {a.calls}")
     if a.loop < 0:
         p.error(f"--loop must be >= 1 steps, got {a.loop}")
+    if a.precision == "int8" and not a.loop:
+        p.error("--precision int8 profiles the export's int8 UNet in the loop: add --loop STEPS")
     if a.loop and (a.model or a.prop or a.graph != "unet"):
         p.error("--loop profiles the export's own UNet as the runtime compiles it: no --model, --prop or --graph")
     extra = {}

@@ -29,7 +29,6 @@ then the twin's, and the manifest records the twin's resolution.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -210,13 +209,7 @@ def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: st
         "samples": len(feeds), "capture_s": capture_s, "quantize_s": quantize_s, "twin": carried,
         "rel_l2_vs_f32": {"median": float(np.median(errors)), "max": max(errors)} if errors else None}}
     tools = {**manifest.tools, "nncf": nncf.__version__, "openvino": ov.get_version()}
-    updated = replace(manifest, graphs=graphs, parity=parity, tools=tools)
-    tmp = folder / "manifest.json.partial"
-    try:
-        tmp.write_text(json.dumps(updated.to_dict(), indent=1) + "\n")
-        os.replace(tmp, folder / "manifest.json")
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace(manifest, graphs=graphs, parity=parity, tools=tools).save(folder)      # atomic, last
     return Manifest.load(folder)
 
 

@@ -315,6 +315,13 @@ class Manifest:
         }
 
     def save(self, folder: Optional[Path] = None) -> Path:
+        """Write manifest.json atomically: a reader sees the old manifest or the new one, never a part (the
+        manifest is what makes a folder an export, so it is written last and replaced in one rename)."""
         path = Path(folder or self.root) / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+        tmp = path.with_name(f".{MANIFEST_NAME}.partial")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
