@@ -1,5 +1,6 @@
 """The one wrapper around the body of every command line (``python -m runtime``, ``python -m export``,
-``python -m demo``, ``python -m runtime.mesh``): signals, interruption and exit status.
+``python -m demo``, ``python -m runtime.mesh``, ``python -m runtime.serve``, ``python -m export.int8``): signals,
+interruption and exit status.
 
 :func:`run_command` installs the signal guard (runtime/interrupts.py), runs the body and turns what it raises into
 one line on stderr and an exit status:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import List, Optional
 
 from configs.limits import LIMITS
 
 from .. import interrupts
+from ..command import ExitRule, run_command
 from ..errors import SV3DError
 from .flags import engine_options
 from .settings import LOOPBACK_HOSTS, ServeSettings
@@ -110,23 +110,17 @@ def serve(settings: ServeSettings) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args, engine_argv = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    interrupts.reset()
-    interrupts.guard()                           # uvicorn restores these handlers, then re-raises its signal
-    try:
+
+    def body() -> int:
         settings = settings_from(args, engine_argv)
         if args.ray:
             from .ray_app import run_ray
 
             return run_ray(settings, replicas=args.replicas, address=args.ray_address)
-        return serve(settings)
-    except KeyboardInterrupt:
-        print(f"{interrupts.MESSAGE}: the running job went back to the queue", file=sys.stderr, flush=True)
-        return interrupts.exit_code()
-    except SV3DError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    finally:
-        interrupts.release()
+        return serve(settings)      # uvicorn restores the guard's handlers, then re-raises its signal
+
+    return run_command(body, interrupted=f"{interrupts.MESSAGE}: the running job went back to the queue",
+                       rules=[ExitRule(SV3DError, EXIT_ERROR)])
 
 
 __all__ = ["build_parser", "main", "serve", "settings_from"]
