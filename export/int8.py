@@ -29,7 +29,9 @@ then the twin's, and the manifest records the twin's resolution.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import re
 import shutil
 import sys
 import time
@@ -39,6 +41,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .onnx_fuse import GROUPNORM_PREFIX
 from runtime.errors import GraphError
 from runtime.manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, GraphFile, Manifest, sha256_file
 from runtime.specs import GraphSpec
@@ -85,24 +88,33 @@ def calibration_feeds(folder, images: Sequence, steps: int = DEFAULT_STEPS, seed
     return feeds
 
 
-def quantize(onnx_path: str, feeds: List[Dict[str, np.ndarray]], mode: str = "w8a8", bias_correction: bool = True):
+def quantize(onnx_path: str, feeds: List[Dict[str, np.ndarray]], mode: str = "w8a8", bias_correction: bool = True,
+             keep_float: Sequence[str] = ()):
     """The NNCF-quantized OpenVINO model of the ONNX graph at `onnx_path`, calibrated on `feeds`. bias_correction:
-    NNCF's fast bias correction (per-layer re-runs; off only to time the int8 graph where accuracy is moot)."""
+    NNCF's fast bias correction (per-layer re-runs; off only to time the int8 graph where accuracy is moot).
+    keep_float: operator names (after int8_twin.canonical_names) left in floating point."""
     import nncf
     import openvino as ov
 
     if mode not in MODES:
         raise ValueError(f"int8 mode must be one of {MODES}, got {mode!r}")
-    model = ov.Core().read_model(onnx_path)
+    from .int8_twin import canonical_names
+
+    model = canonical_names(ov.Core().read_model(onnx_path))    # stable node names: a twin's carry over by them
     common = dict(model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
                   subset_size=len(feeds),
                   advanced_parameters=nncf.AdvancedQuantizationParameters(disable_bias_correction=not bias_correction))
     dataset = nncf.Dataset(feeds)
+    # a fused GroupNorm's mean and variance are MatMuls against 1/n columns: statistics, not weights, kept in
+    # floating point (in int8 they cost the norm its precision; their columns are also resolution-dependent)
+    norms = [rf"{re.escape(GROUPNORM_PREFIX)}\d+/.*"] + [f"^{re.escape(n)}$" for n in keep_float]
     if mode == "w8a8":
-        return nncf.quantize(model, dataset, **common)
-    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
-                                       ignored_scope=nncf.IgnoredScope(types=["Convolution"]))
-    return nncf.quantize(compressed, dataset, ignored_scope=nncf.IgnoredScope(types=["MatMul"]), **common)
+        return nncf.quantize(model, dataset, ignored_scope=nncf.IgnoredScope(patterns=norms, validate=False),
+                             **common)
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=nncf.IgnoredScope(
+        types=["Convolution"], patterns=norms, validate=False))
+    return nncf.quantize(compressed, dataset, ignored_scope=nncf.IgnoredScope(types=["MatMul"], patterns=norms,
+                                                                              validate=False), **common)
 
 
 def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output: str, threads: int = 0
@@ -123,6 +135,8 @@ def int8_error(onnx_path: str, model, feeds: List[Dict[str, np.ndarray]], output
         a = np.asarray(ref(f)[output], np.float64)
         b = np.asarray(q(f)[output], np.float64)
         errors.append(float(np.linalg.norm(b - a) / np.linalg.norm(a)))
+    del ref, q                                  # both compiled UNets' weights, before the caller goes on
+    gc.collect()
     return errors
 
 
@@ -164,6 +178,17 @@ def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: st
         calibrated = Manifest.load(twin)
         check_twin(manifest, calibrated)
     calib_source = calibrated.entry("onnx", INT8_GRAPH)
+    keep_float: List[str] = []
+    if twin is not None:                        # before the calibration: a twin that cannot carry over fails now
+        from .int8_twin import canonical_names, shape_dependent
+
+        core = ov.Core()
+        keep_float = shape_dependent(
+            canonical_names(core.read_model(str(calibrated.path_of(calib_source.model_file)))),
+            canonical_names(core.read_model(str(manifest.path_of(source.model_file)))))
+        gc.collect()
+        progress(f"twin at {calibrated.shapes.resolution} px: the same UNet; {len(keep_float)} operator(s) with "
+                 "resolution-dependent constants stay in floating point")
     images = list(images) or [str(SAMPLE_IMAGE)]
     t0 = time.perf_counter()
     feeds = calibration_feeds(calibrated.root, images, steps, seed, threads, capture_precision)
@@ -172,7 +197,7 @@ def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: st
              f"{calibrated.shapes.resolution} px ({capture_s:.1f} s)")
     onnx_path = str(calibrated.path_of(calib_source.model_file))
     t0 = time.perf_counter()
-    model = quantize(onnx_path, feeds, mode, bias_correction)
+    model = quantize(onnx_path, feeds, mode, bias_correction, keep_float)
     quantize_s = time.perf_counter() - t0
     progress(f"quantized ({mode}) in {quantize_s:.1f} s")
     errors = int8_error(onnx_path, model, feeds, source.spec.output_names[0], threads) if check else []
@@ -180,11 +205,13 @@ def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: st
         progress(f"int8 UNet against f32 on the calibration samples: rel L2 median {np.median(errors):.3g}, "
                  f"max {max(errors):.3g}")
     carried = None
+    gc.collect()                                # the calibration pipeline's and NNCF's models, before the next UNet
     if twin is not None:
         from .int8_twin import carry_quantization
         t0 = time.perf_counter()
         model, rerouted = carry_quantization(model, ov.Core().read_model(str(manifest.path_of(source.model_file))))
         carried = {"resolution": calibrated.shapes.resolution, "unet_batch": calibrated.shapes.unet_batch,
+                   "kept_float": keep_float,
                    "folder": str(calibrated.root), "rerouted_inputs": rerouted,
                    "carry_s": time.perf_counter() - t0}
         progress(f"carried to the {manifest.shapes.resolution} px UNet: {rerouted} inputs re-routed "

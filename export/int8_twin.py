@@ -23,13 +23,27 @@ as the twin; otherwise an error says what differed.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import re
+from typing import Dict, List, Tuple
 
 from runtime.errors import GraphError
 
 # node types NNCF inserts into an OpenVINO model, rebuilt here by their own factory and attributes
 REBUILT = ("Constant", "Convert", "Multiply", "Subtract", "Add", "FakeQuantize")
 SHAPE_FREE = ("Parameter", "Constant", "Result")     # not compared by name: auto-named or re-created by NNCF
+
+
+def canonical_names(model):
+    """Rename, in place, every node OpenVINO named itself (``<Type>_<counter>``: what its ONNX reader adds when it
+    decomposes an operator, and its constants) after its position in the model's topological order instead. The
+    counter is per process and per model read, so the same graph read twice gets other names; the position is
+    the same in two exports of one graph. Both the twin (before NNCF quantizes it) and the full-size graph (before
+    carrying) are renamed so; ONNX's own node names are kept."""
+    for k, op in enumerate(model.get_ordered_ops()):
+        kind = op.get_type_name()
+        if re.fullmatch(rf"{re.escape(kind)}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{kind}_at{k}")
+    return model
 
 
 def _named(model) -> Dict[str, object]:
@@ -54,15 +68,38 @@ def graphs_match(twin, target) -> None:
             "the twin's UNet is not the same graph as the full-size one, so its quantization cannot be carried over: "
             f"{len(missing)} operator(s) missing from the twin (first: {missing[:3]}), {len(retyped)} of another "
             f"type (first: {retyped[:3]}). Export the twin with the same exporter, config, checkpoint and options "
-            "as the full-size graph, at a lower --resolution.")
+            "as the full-size graph, at a lower --resolution (not so low that a UNet level is 1x1: the exporter "
+            "simplifies such a graph).")
+
+
+def shape_dependent(twin, target) -> List[str]:
+    """Names of the operators (both models as read, renamed by ``canonical_names``) with a constant input whose
+    shape differs between the twin and the full-size graph: a quantized copy of such a constant would not fit the
+    full size, so they are kept out of int8 (NNCF's ignored scope). Raises GraphError where the graphs differ."""
+    graphs_match(twin, target)
+    theirs = _named(twin)
+    out = []
+    for name, op in _named(target).items():
+        if op.get_type_name() in SHAPE_FREE:
+            continue
+        other = theirs[name]
+        for mine, their in zip(op.inputs(), other.inputs()):
+            a, b = mine.get_source_output(), their.get_source_output()
+            if (a.get_node().get_type_name() == "Constant" and b.get_node().get_type_name() == "Constant"
+                    and a.get_partial_shape() != b.get_partial_shape()):
+                out.append(name)
+                break
+    return out
 
 
 def carry_quantization(twin, target):
-    """Rebuild in `target` (an OpenVINO model of the full-size graph, changed in place) every node NNCF inserted
-    into `twin` (the same graph at a lower resolution, quantized). Returns (target, inputs re-routed). Constants
+    """Rebuild in `target` (an OpenVINO model of the full-size graph as read, changed in place) every node NNCF
+    inserted into `twin` (the same graph at a lower resolution, renamed by ``canonical_names`` before NNCF
+    quantized it). Returns (target, inputs re-routed). Constants
     on an inserted path are the twin's (NNCF's int8 weights and scales; the weights are the same checkpoint's)."""
     import openvino.opset13 as ops
 
+    canonical_names(target)
     graphs_match(twin, target)
     target_ops = _named(target)
     built: Dict[Tuple[str, int], object] = {}
@@ -105,7 +142,14 @@ def carry_quantization(twin, target):
             mine = here.input(i).get_source_output().get_node()
             if src_name == mine.get_friendly_name():
                 continue                                          # the same producer in both: nothing inserted
-            here.input(i).replace_source_output(rebuild(src))
+            new = rebuild(src)
+            if new.get_partial_shape() != here.input(i).get_partial_shape():
+                raise GraphError(
+                    f"input {i} of {name!r} ({here.get_type_name()}) is {here.input(i).get_partial_shape()} in the "
+                    f"full-size UNet but NNCF's replacement from the twin is {new.get_partial_shape()}: a quantized "
+                    "constant depends on the resolution, so this quantization cannot be carried over (keep that "
+                    "operator out of int8)")
+            here.input(i).replace_source_output(new)
             rerouted += 1
     target.validate_nodes_and_infer_types()
 

@@ -54,6 +54,9 @@ import numpy as np
 TARGET_OPSET = 17
 MS_DOMAIN = "com.microsoft"
 FUSIONS = ("attention", "gelu", "layernorm", "groupnorm", "geglu_split", "identity_slice", "conv_attributes")
+# the name prefix of a fused GroupNorm's nodes (its means are MatMuls against 1/n columns, whose column length is
+# the group's size: export/int8.py keeps them out of int8, where both the precision and the shapes would suffer)
+GROUPNORM_PREFIX = "fused_groupnorm_"
 # the ONNX form each target engine reads: the rewrites that make it (module docstring); recorded per graph in the
 # manifest (GraphEntry.form)
 FORMS = {"fused": ("attention", "gelu", "layernorm", "groupnorm", "geglu_split"),
@@ -495,7 +498,7 @@ def _fuse_groupnorm(graph, mean_node, report: FuseReport, done: set) -> bool:
     sq = next(u[0] for u in sub.outputs[0].uses() if u[0].op_type == "Mul")
     v1 = _only_consumer(sq.outputs[0], "ReduceMean")
     v3 = _staged_chain(v1)
-    b_ = _Builder(graph, sub, f"fused_groupnorm_{report.fused['groupnorm']}")
+    b_ = _Builder(graph, sub, f"{GROUPNORM_PREFIX}{report.fused['groupnorm']}")
     col_w = b_.const(np.full((w, 1), 1.0 / w, dtype), "mean_w")
     col_rh = b_.const(np.full((r * h, 1), 1.0 / (r * h), dtype), "mean_rh")
 

@@ -3,6 +3,7 @@ on the oracle cases against the official fp32 outputs, beside the official code'
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,10 +115,11 @@ def _toy_unet(folder, resolution):
 def _quantized(onnx_path, spec, seed=0, n=3):
     import nncf
     import openvino as ov
+    from export.int8_twin import canonical_names
 
     rng = np.random.default_rng(seed)
     feeds = [{t.name: rng.standard_normal(t.shape).astype(np.float32) for t in spec.inputs} for _ in range(n)]
-    model = nncf.quantize(ov.Core().read_model(onnx_path), nncf.Dataset(feeds), subset_size=n,
+    model = nncf.quantize(canonical_names(ov.Core().read_model(onnx_path)), nncf.Dataset(feeds), subset_size=n,
                           model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED)
     return model, feeds
 
@@ -183,30 +185,69 @@ def test_a_twin_of_another_graph_is_refused(tmp_path):
         carry_quantization(twin, other)
 
 
+def _int8_output(folder, feeds):
+    import openvino as ov
+
+    m = Manifest.load(folder)
+    return _run(ov.Core().read_model(str(m.path_of(m.entry("openvino_int8", "unet").model_file))), feeds)
+
+
 @pytest.mark.export
-def test_int8_through_a_twin_on_the_oracle_case(oracle_export, export_cache, oracle, case_data, tmp_path):
-    """export.int8 --twin: the sv3d_u_64 export's UNet quantized on a 32 px twin export of the same checkpoint, its
-    end-to-end error on the oracle case within the int8 bound; a twin of another checkpoint is refused."""
+def test_int8_through_a_twin_on_the_oracle_case(oracle_export, case_data, tmp_path):
+    """export.int8 --twin on real exported graphs (the mechanics; a lower-resolution twin is the next test): with a
+    twin of the same shapes, the carried int8 UNet is the directly quantized one bit for bit, its oracle error is
+    within the int8 bound, and a twin of another checkpoint is refused, naming what differs."""
     pytest.importorskip("nncf")
-    from benchmarks.exporting import ensure_export
     from export.int8 import add_int8
     from runtime.errors import GraphError
 
     cfg = CASES["sv3d_u_64"]
-    folder = tmp_path / "full"
-    shutil.copytree(oracle_export(cfg), folder)
-    twin = ensure_export(cfg, oracle / cfg / "checkpoint.safetensors", cache=export_cache, resolution=32,
-                         parity="off")
+    folders = {k: tmp_path / k for k in ("carried", "twin", "direct")}
+    for f in folders.values():
+        shutil.copytree(oracle_export(cfg), f)
     with pytest.raises(GraphError, match="is not an export of the same UNet.*config_sha256"):
-        add_int8(folder, steps=1, twin=oracle_export(CASES["sv3d_p_64_default"]), progress=lambda _: None)
-    m = add_int8(folder, steps=4, mode="w8a8", twin=twin, progress=lambda _: None)
+        add_int8(folders["carried"], steps=1, twin=oracle_export(CASES["sv3d_p_64_default"]), progress=lambda _: None)
+    m = add_int8(folders["carried"], steps=4, twin=folders["twin"], progress=lambda _: None)
+    add_int8(folders["direct"], steps=4, progress=lambda _: None)
     record = m.parity["int8"]
-    assert record["twin"]["resolution"] == 32 and record["twin"]["rerouted_inputs"] > 0
-    assert record["rel_l2_vs_f32"]["max"] < 1.0
+    assert record["twin"]["resolution"] == 64 and record["twin"]["rerouted_inputs"] > 0
+    feeds = m.entry("onnx", "unet").spec.example_inputs(seed=0)
+    np.testing.assert_array_equal(_int8_output(folders["carried"], feeds), _int8_output(folders["direct"], feeds))
     _, inputs, ref = case_data("sv3d_u_64")
-    pipe = SV3DPipeline.from_export(folder, backend="openvino", precision="int8", cache_dir=str(tmp_path / "c"))
+    pipe = SV3DPipeline.from_export(folders["carried"], backend="openvino", precision="int8",
+                                    cache_dir=str(tmp_path / "c"))
     errors = reduced_precision_errors(pipe, inputs, ref)
-    print("\nint8 via a 32 px twin, sv3d_u_64: " + ", ".join(f"{k}={v:.3g}" for k, v in errors.items()))
     for k, bound in INT8_BOUNDS.items():
         if k in errors:
             assert errors[k] <= bound, f"twin int8 {k} = {errors[k]:.3g} > {bound}"
+
+
+@pytest.mark.export
+def test_int8_calibrated_on_a_lower_resolution_twin(export_cache, oracle, tmp_path):
+    """A 128 px export of the tiny sv3d_u checkpoint, its UNet quantized through a 96 px export: it keeps its own
+    shapes, runs int8, and a 2-step generation stays within the int8 bound of the f32 one (latents). (The tiny
+    UNet's graph at 64 px or less is not the same graph: MindSpore simplifies a few reshapes there.)"""
+    pytest.importorskip("nncf")
+    from benchmarks.exporting import ensure_export
+    from export.int8 import add_int8
+
+    cfg = CASES["sv3d_u_64"]
+
+    def export(resolution):
+        return ensure_export(cfg, oracle / cfg / "checkpoint.safetensors", cache=export_cache,
+                             resolution=resolution, parity="off")
+
+    folder = tmp_path / "e128"
+    shutil.copytree(export(128), folder)
+    m = add_int8(folder, steps=2, twin=export(96), progress=lambda _: None)
+    assert m.parity["int8"]["twin"]["resolution"] == 96 and m.shapes.resolution == 128
+    image = str(Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png")
+    latents = {}
+    for precision in ("f32", "int8"):
+        pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision,
+                                        cache_dir=str(tmp_path / "c"))
+        latents[precision] = pipe.generate(image, num_steps=2, seed=0).latents
+    assert latents["int8"].shape == latents["f32"].shape and latents["f32"].shape[-1] == 128 // 8
+    err = float(np.linalg.norm(latents["int8"] - latents["f32"]) / np.linalg.norm(latents["f32"]))
+    print(f"\nint8 at 128 px calibrated at 96 px: latents_2 rel L2 against f32 {err:.3g}")
+    assert 0 < err <= INT8_BOUNDS["latents_4"]
