@@ -157,9 +157,13 @@ def check_twin(manifest: Manifest, twin: Manifest) -> None:
 
     mine, theirs = fields(manifest), fields(twin)
     differ = [k for k in TWIN_IDENTITY if mine[k] != theirs[k]]
+    # the UNet batch changes the graph (MindSpore traces batch-dependent attention reshapes), the resolution not
+    mine["unet_batch"], theirs["unet_batch"] = manifest.shapes.unet_batch, twin.shapes.unet_batch
+    differ += ["unet_batch"] if mine["unet_batch"] != theirs["unet_batch"] else []
     if differ:
         raise GraphError(f"--twin {twin.root} is not an export of the same UNet as {manifest.root}: "
-                         + "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ))
+                         + "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ)
+                         + " (export the twin with the same options, only a lower --resolution)")
 
 
 def add_int8(folder, images: Sequence = (), steps: int = DEFAULT_STEPS, mode: str = "w8a8", seed: int = 0,
