@@ -13,9 +13,9 @@ from runtime.backends import BackendError, RunOptions, graph_entry, refuse_unhon
 from tests.test_pipeline import AUTOCAST_BOUNDS, CASES, reduced_precision_errors
 
 # Measured here (sv3d_*_tiny at 64 px, w8a8, calibrated on 1 image x 4 steps, GroupNorm means in float: latents_4
-# 0.540 / 0.544, frames_4 0.27; benchmarks/README.md section 8), with a margin. Far outside the official bf16-autocast bounds (AUTOCAST_BOUNDS["bf16"]): the tiny random-weight models
-# quantize badly, which is why int8 is opt-in and never chosen by auto. With real weights the error must be
-# measured again before anyone relies on it.
+# 0.540 / 0.544, frames_4 0.27; benchmarks/README.md section 8), with a margin. Far outside the official
+# bf16-autocast bounds (AUTOCAST_BOUNDS["bf16"]): the tiny random-weight models quantize badly, which is why int8 is
+# opt-in and never chosen by auto. With real weights the error must be measured again before anyone relies on it.
 INT8_BOUNDS = {"latents_4": 0.75, "frames_4": 0.40}      # uint8 frames: reported, not bounded (up to 255 off)
 
 
