@@ -79,7 +79,8 @@ def calibration_feeds(folder, images: Sequence, steps: int = DEFAULT_STEPS, seed
     f32 follows the exact trajectory, bf16 a close one at half the time)."""
     from runtime import SV3DPipeline
 
-    pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision, threads=threads)
+    # no compiled-model cache: these f32 (or twin) compiles are made once and would fill the user's cache
+    pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision, threads=threads, cache_dir="")
     feeds: List[Dict[str, np.ndarray]] = []
     pipe.runners["unet"] = _Recorder(pipe.runners["unet"], feeds)
     pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
