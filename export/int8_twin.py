@@ -13,13 +13,15 @@ its own sampling runs and what NNCF inserted into it is rebuilt in the full-size
     bias-correction constants, where NNCF re-wrote a bias as a new Constant.
 
 What is resolution-dependent stays the full-size graph's own: every operator that both graphs have is left as
-the full-size graph has it, and only the inputs NNCF re-routed are re-routed. The activation ranges are those of
-the twin's activations; for a convolutional UNet with per-tensor ranges over GroupNorm-ed inputs they are close
-to the full size's, and the end-to-end error is measured, not assumed (tests/test_int8.py).
+the full-size graph has it, and only the inputs NNCF re-routed are re-routed. An operator with a constant input
+whose shape depends on the resolution (the fused GroupNorm's means: MatMuls against 1/n columns) is kept out of
+int8 (``shape_dependent``, checked before calibrating). The activation ranges are the twin's, not the full size's;
+how far that moves the result is measured, not assumed (tests/test_int8.py, benchmarks/README.md section 8.1).
 
-Nothing is guessed: the two graphs must have the same operators by name and type (``graphs_match``), every
-inserted node must be of a type rebuilt here (``REBUILT``), and the result must hold as many FakeQuantize nodes
-as the twin; otherwise an error says what differed.
+Nothing is guessed: the two graphs must have the same operators by name and type (``graphs_match``; a twin so
+small that a UNet level is 1x1 is not the same graph, nor is one of another UNet batch), every inserted node must
+be of a type rebuilt here (``REBUILT``), every replacement must have the shape of what it replaces, and the result
+must hold as many FakeQuantize nodes as the twin; otherwise an error says what differed.
 """
 from __future__ import annotations
 
