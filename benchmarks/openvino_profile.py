@@ -111,21 +111,10 @@ class _ProfiledRunner:
         return {n: self.request.get_output_tensor(i).data.copy() for i, n in enumerate(self.names)}
 
 
-class _NoDecoder:
-    """The decoder left out of a loop profile: zeros of its output shapes."""
-
-    def __init__(self, spec):
-        self.spec = spec
-
-    def run(self, feeds):
-        import numpy as np
-
-        return {t.name: np.zeros(t.shape, np.float32) for t in self.spec.outputs}
-
-
 def profile_loop(folder: str, steps: int, precision: str = "bf16", threads: int = 0, cache_dir: str = "") -> dict:
     """Every UNet call of a `steps`-step `generate` on the sample image, profiled (module docstring)."""
-    from runtime import SV3DPipeline
+    from export.int8 import ZeroDecoder
+    from runtime import SV3DPipeline, sample_image_path
     from runtime.backends import graph_entry
     from runtime.backends.base import RunOptions
     from runtime.backends.openvino_backend import compile_properties
@@ -137,9 +126,8 @@ def profile_loop(folder: str, steps: int, precision: str = "bf16", threads: int 
     props = compile_properties("unet", options)
     runner = _ProfiledRunner(unet.spec, str(pipe.manifest.path_of(unet.model_file)), props)
     pipe.runners["unet"] = runner
-    pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
-    image = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
-    result = pipe.generate(str(image), num_steps=steps, seed=0)
+    pipe.runners["vae_decoder"] = ZeroDecoder(pipe.runners["vae_decoder"].spec)
+    result = pipe.generate(str(sample_image_path()), num_steps=steps, seed=0)
     return {"graphs": folder, "precision": precision, "unet_file": unet.model_file, "steps": steps,
             "unet_compile_s": runner.compile_s,
             "stages": result.timings.stages,

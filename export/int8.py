@@ -44,12 +44,13 @@ import numpy as np
 from .onnx_fuse import GROUPNORM_PREFIX
 from runtime.errors import GraphError
 from runtime.manifest import INT8_FORMAT, INT8_GRAPHS, GraphEntry, GraphFile, Manifest, sha256_file
+from runtime.sample_data import sample_image_path
 from runtime.specs import GraphSpec
 
 (INT8_GRAPH,) = INT8_GRAPHS
 MODES = ("w8a8", "hybrid")
 DEFAULT_STEPS = 4
-SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
+SAMPLE_IMAGE = sample_image_path()
 
 
 class _Recorder:
@@ -63,8 +64,9 @@ class _Recorder:
         return self.runner.run(feeds)
 
 
-class _NoDecoder:
-    """Stands in for the VAE decoder during calibration: zeros of its output shapes (the frames are not used)."""
+class ZeroDecoder:
+    """Stands in for the VAE decoder where only the sampling loop matters (calibration here, the loop profile of
+    benchmarks/openvino_profile.py): zeros of its output shapes."""
 
     def __init__(self, spec: GraphSpec):
         self.spec = spec
@@ -83,7 +85,7 @@ def calibration_feeds(folder, images: Sequence, steps: int = DEFAULT_STEPS, seed
     pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision, threads=threads, cache_dir="")
     feeds: List[Dict[str, np.ndarray]] = []
     pipe.runners["unet"] = _Recorder(pipe.runners["unet"], feeds)
-    pipe.runners["vae_decoder"] = _NoDecoder(pipe.runners["vae_decoder"].spec)
+    pipe.runners["vae_decoder"] = ZeroDecoder(pipe.runners["vae_decoder"].spec)
     for i, image in enumerate(images):
         pipe.generate(image, num_steps=steps, seed=seed + i)
     return feeds

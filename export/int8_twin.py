@@ -97,8 +97,8 @@ def shape_dependent(twin, target) -> List[str]:
 def carry_quantization(twin, target):
     """Rebuild in `target` (an OpenVINO model of the full-size graph as read, changed in place) every node NNCF
     inserted into `twin` (the same graph at a lower resolution, renamed by ``canonical_names`` before NNCF
-    quantized it). Returns (target, inputs re-routed). Constants
-    on an inserted path are the twin's (NNCF's int8 weights and scales; the weights are the same checkpoint's)."""
+    quantized it). Returns (target, inputs re-routed). Constants on an inserted path are the twin's (NNCF's int8
+    weights and scales; the weights are the same checkpoint's)."""
     import openvino.opset13 as ops
 
     canonical_names(target)
@@ -155,10 +155,8 @@ def carry_quantization(twin, target):
             rerouted += 1
     target.validate_nodes_and_infer_types()
 
-    def count_fq(model):
-        return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
-
-    if count_fq(target) != count_fq(twin):
-        raise GraphError(f"carrying the twin's quantization left {count_fq(target)} FakeQuantize nodes in the "
-                         f"full-size UNet, the twin has {count_fq(twin)}")
+    here, there = (sum(op.get_type_name() == "FakeQuantize" for op in m.get_ordered_ops()) for m in (target, twin))
+    if here != there:
+        raise GraphError(f"carrying the twin's quantization left {here} FakeQuantize nodes in the full-size UNet, "
+                         f"the twin has {there}")
     return target, rerouted
