@@ -65,10 +65,13 @@ def write_mp4(path, frames_uint8: np.ndarray, fps: int = DEFAULT_FPS) -> Path:
 
 
 def write_gif(path, frames_uint8: np.ndarray, fps: int = DEFAULT_FPS) -> Path:
-    import imageio.v2 as iio
+    """Pillow directly: the same bytes imageio's GIF writer gives (it calls this save), without its plugin object,
+    whose finaliser printed a traceback when Ctrl-C landed while it was being built."""
+    from PIL import Image
 
-    frames = _check_frames(frames_uint8)
-    iio.mimwrite(os.fspath(path), list(frames), format="GIF", duration=1000.0 / fps, loop=0)
+    images = [Image.fromarray(f) for f in _check_frames(frames_uint8)]
+    images[0].save(os.fspath(path), format="GIF", save_all=True, append_images=images[1:],
+                   duration=1000.0 / fps, loop=0)
     return Path(path)
 
 

@@ -74,8 +74,8 @@ def test_cli_writes_every_output(toy_u, tmp_path):
     assert frames.shape == (T, 64, 64, 3) and frames.dtype == np.uint8
     video = iio.mimread(folder / "object.mp4", format="FFMPEG")
     assert len(video) == T and video[0].shape == (64, 64, 3)
-    gif = iio.mimread(folder / "object.gif")
-    assert len(gif) == T
+    gif = Image.open(folder / "object.gif")   # every frame, looping, at the default 10 fps
+    assert gif.n_frames == T and gif.info["loop"] == 0 and gif.info["duration"] == 100
     sheet = np.asarray(Image.open(folder / "contact_sheet.png"))
     assert sheet.shape == (3 * 66 + 2, 7 * 66 + 2, 3)
     np.testing.assert_array_equal(sheet[2:66, 2:66], frames[0])
