@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png"
+from runtime.sample_data import sample_image_path
+
+SAMPLE_IMAGE = sample_image_path()
 
 
 def gpu_memory_mib(device: int = 0) -> Optional[int]:

@@ -156,13 +156,12 @@ def check_twin(manifest: Manifest, twin: Manifest) -> None:
         if ident is None:
             raise GraphError(f"{m.root}: the manifest records no identity for its ONNX {INT8_GRAPH}, so it "
                              "cannot be checked as a twin; export it again with this version")
-        return {k: ident.get(k) for k in TWIN_IDENTITY}
+        # + the UNet batch: it changes the graph (MindSpore traces batch-dependent attention reshapes), the
+        # resolution does not
+        return {**{k: ident.get(k) for k in TWIN_IDENTITY}, "unet_batch": m.shapes.unet_batch}
 
     mine, theirs = fields(manifest), fields(twin)
-    differ = [k for k in TWIN_IDENTITY if mine[k] != theirs[k]]
-    # the UNet batch changes the graph (MindSpore traces batch-dependent attention reshapes), the resolution not
-    mine["unet_batch"], theirs["unet_batch"] = manifest.shapes.unet_batch, twin.shapes.unet_batch
-    differ += ["unet_batch"] if mine["unet_batch"] != theirs["unet_batch"] else []
+    differ = [k for k in mine if mine[k] != theirs[k]]
     if differ:
         raise GraphError(f"--twin {twin.root} is not an export of the same UNet as {manifest.root}: "
                          + "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ)

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from runtime.sample_data import sample_image_path
 from tests.helpers import REPO
 
-SAMPLE_IMAGE = REPO / "runtime" / "sample_data" / "object.png"
+SAMPLE_IMAGE = sample_image_path()
 START_TIMEOUT_S = 90
 JOB_TIMEOUT_S = 120
 POLL_S = 0.05

@@ -3,12 +3,11 @@ on the oracle cases against the official fp32 outputs, beside the official code'
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from runtime import Manifest, SV3DPipeline
+from runtime import Manifest, SV3DPipeline, sample_image_path
 from runtime.backends import BackendError, RunOptions, graph_entry, refuse_unhonoured
 from tests.test_pipeline import AUTOCAST_BOUNDS, CASES, reduced_precision_errors
 
@@ -185,6 +184,28 @@ def test_a_twin_of_another_graph_is_refused(tmp_path):
         carry_quantization(twin, other)
 
 
+
+def test_a_twin_must_match_identity_and_unet_batch():
+    """check_twin compares the ONNX UNet's recorded identity and the UNet batch, and nothing about the resolution."""
+    from types import SimpleNamespace
+
+    from export.int8 import INT8_GRAPH, TWIN_IDENTITY, check_twin
+    from runtime.errors import GraphError
+
+    def manifest(root, resolution, unet_batch, **changed):
+        identity = {**{k: "same" for k in TWIN_IDENTITY}, **changed}
+        parity = {"graphs": {INT8_GRAPH: {"formats": {"onnx": {"identity": identity}}}}}
+        return SimpleNamespace(root=root, parity=parity,
+                               shapes=SimpleNamespace(resolution=resolution, unet_batch=unet_batch))
+
+    check_twin(manifest("e576", 576, 21), manifest("e256", 256, 21))
+    with pytest.raises(GraphError, match=r"unet_batch 42 there, 21 here"):
+        check_twin(manifest("e576", 576, 21), manifest("e256", 256, 42))
+    with pytest.raises(GraphError, match=r"weights_sha256 'other' there, 'same' here"):
+        check_twin(manifest("e576", 576, 21), manifest("e256", 256, 21, weights_sha256="other"))
+    with pytest.raises(GraphError, match="records no identity"):
+        check_twin(manifest("e576", 576, 21), SimpleNamespace(root="old", parity={}, shapes=None))
+
 def _int8_output(folder, feeds):
     import openvino as ov
 
@@ -241,7 +262,7 @@ def test_int8_calibrated_on_a_lower_resolution_twin(export_cache, oracle, tmp_pa
     shutil.copytree(export(128), folder)
     m = add_int8(folder, steps=2, twin=export(96), progress=lambda _: None)
     assert m.parity["int8"]["twin"]["resolution"] == 96 and m.shapes.resolution == 128
-    image = str(Path(__file__).resolve().parents[1] / "runtime" / "sample_data" / "object.png")
+    image = str(sample_image_path())
     latents = {}
     for precision in ("f32", "int8"):
         pipe = SV3DPipeline.from_export(folder, backend="openvino", precision=precision,
